@@ -63,7 +63,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "nbclient>=0.9", "ipykernel>=6", "nbformat>=5"],
         "gpu": ["cupy-cuda12x>=13"],
-        "parity": ["torchvision"],
+        "parity": ["torchvision==0.29.2"],
     },
     entry_points={"console_scripts": ["minimrcnn=minimrcnn.__main__:main"]},
 )

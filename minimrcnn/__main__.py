@@ -1,0 +1,76 @@
+"""Command line: ``python -m minimrcnn <command> --help``.
+
+Commands grow with the project; each one is a small function below registered in ``main``.
+"""
+import argparse
+import sys
+import time
+
+
+def cmd_gradcheck(args):
+    """Gradient-check every registered op case (float64 central differences) and print a table."""
+    import numpy as np
+
+    from .autograd.registry import all_cases, run_case
+
+    backends = [("cpu", np)]
+    if args.device in ("cuda", "all"):
+        try:
+            import cupy
+            if cupy.cuda.runtime.getDeviceCount() < 1:
+                raise RuntimeError("no CUDA device")
+            backends.append(("cuda", cupy))
+        except Exception as e:  # ImportError or no device
+            if args.device == "cuda":
+                print(f"gradcheck: --device cuda needs CuPy and a GPU ({e})", file=sys.stderr)
+                return 2
+    if args.device == "cuda":
+        backends = backends[1:]
+
+    cases = [c for c in all_cases() if not args.op or any(p in c.op for p in args.op)]
+    if not cases:
+        print(f"gradcheck: no case matches --op {args.op}", file=sys.stderr)
+        return 2
+    header = f"{'op':<22} {'case':<34} {'dev':<4} {'mode':<11} {'max abs':>9} {'max rel':>9} {'result':<6} {'time':>7}"
+    print(header)
+    print("-" * len(header))
+    failed, t0 = [], time.perf_counter()
+    for dev, xp in backends:
+        for c in cases:
+            try:
+                res, sec = run_case(c, xp)
+                ok, mode, abs_err, rel_err = res.passed, res.mode, res.max_abs_err, res.max_rel_err
+            except Exception as e:  # an op that crashes fails its check, with the reason shown
+                ok, mode, abs_err, rel_err, sec = False, "error", float("nan"), float("nan"), 0.0
+                print(f"  {c.id}: {type(e).__name__}: {e}")
+            if not ok:
+                failed.append(f"{c.id} ({dev})")
+            print(f"{c.op:<22} {c.case:<34} {dev:<4} {mode:<11} {abs_err:>9.2e} {rel_err:>9.2e} "
+                  f"{'pass' if ok else 'FAIL':<6} {sec:>6.2f}s")
+    total = len(cases) * len(backends)
+    print("-" * len(header))
+    print(f"{total - len(failed)} passed, {len(failed)} failed  ({len({c.op for c in cases})} ops, "
+          f"{time.perf_counter() - t0:.1f}s)")
+    for f in failed:
+        print(f"  FAILED {f}")
+    return 1 if failed else 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minimrcnn",
+                                     description="minimrcnn: Mask R-CNN from scratch, for teaching")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("gradcheck", help="gradient-check every differentiable op (float64)",
+                       description=cmd_gradcheck.__doc__)
+    p.add_argument("--op", nargs="*", help="only ops whose name contains one of these strings")
+    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
+                   help="backends to check: cpu, cuda (needs CuPy and a GPU), or all available (default)")
+    p.set_defaults(func=cmd_gradcheck)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Typed model configs and the named presets.
+
+One flat dataclass holds every choice the paper's ablations vary, so that two rows of a table
+are one override apart::
+
+    cfg = get_config("classroom_fpn", num_classes=4, pooler="roi_pool")   # Table 2c's RoIPool row
+
+An unknown key or a bad value raises ``ConfigError`` naming the key. Presets:
+
+- ``tv_r50_fpn`` / ``tv_keypoint_r50_fpn``: torchvision's maskrcnn_resnet50_fpn /
+  keypointrcnn_resnet50_fpn conventions exactly (91 COCO classes incl. background; 2 for the
+  keypoint model), so imported weights reproduce torchvision's detections.
+- ``paper_r50_c4``, ``paper_r50_fpn``, ``paper_r101_fpn``, ``paper_x101_fpn``: the paper's
+  Section 3.1 models (81 classes, RoIAlign with the half-pixel alignment off as in Detectron).
+- ``classroom_fpn``, ``classroom_c4``, ``classroom_c5``: a thin, shallow ResNet that trains in
+  minutes on a CPU at 256-pixel images.
+"""
+import dataclasses
+import difflib
+from dataclasses import dataclass, fields
+
+__all__ = ["Config", "ConfigError", "get_config", "PRESETS"]
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or its value is out of range; the message names the key."""
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    # ---- input transform (torchvision's GeneralizedRCNNTransform) -------------------------
+    min_size: int = 800                     # shorter side after resize
+    max_size: int = 1333                    # cap on the longer side
+    image_mean: tuple = (0.485, 0.456, 0.406)
+    image_std: tuple = (0.229, 0.224, 0.225)
+    size_divisible: int = 32                # zero-pad H and W to a multiple of this
+    # ---- backbone ------------------------------------------------------------------------
+    backbone: str = "resnet"                # "resnet" | "classroom"
+    depth: int = 50                         # ResNet depth: 50 | 101
+    groups: int = 1                         # ResNeXt cardinality (32 for X-101-32x8d)
+    width_per_group: int = 64               # ResNeXt bottleneck width (8 for 32x8d)
+    stride_in_1x1: bool = False             # Detectron/MSRA: stride on the first 1x1, not the 3x3
+    norm: str = "frozen_bn"                 # "frozen_bn" | "bn" | "gn"
+    trainable_layers: int = 3               # counted from res5 down, as torchvision (0..5)
+    features: str = "fpn"                   # "fpn" | "c4" | "c5" (Table 2d)
+    classroom_widths: tuple = (16, 32, 64, 128)   # output width / 4 of each stage res2..res5
+    classroom_blocks: tuple = (1, 1, 1, 1)        # bottleneck blocks per stage
+    fpn_channels: int = 256
+    # ---- anchors and RPN -----------------------------------------------------------------
+    anchor_sizes: tuple = ((32,), (64,), (128,), (256,), (512,))   # one tuple per level
+    aspect_ratios: tuple = (0.5, 1.0, 2.0)  # h / w
+    rpn_pre_nms_top_n_train: int = 2000     # per level per image
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_train: int = 2000    # per image
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_nms_thresh: float = 0.7
+    rpn_fg_iou_thresh: float = 0.7
+    rpn_bg_iou_thresh: float = 0.3
+    rpn_batch_size_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_score_thresh: float = 0.0
+    # ---- RoI heads -------------------------------------------------------------------------
+    num_classes: int = 91                   # including background
+    pooler: str = "roi_align"               # "roi_align" | "roi_pool" | "roi_warp" (Table 2c)
+    pooler_aligned: bool = False            # RoIAlign's half-pixel shift (torchvision: False)
+    pooler_sampling_ratio: int = 2          # <= 0: adaptive
+    box_pooler_resolution: int = 7
+    box_head: str = "2fc"                   # "2fc" (FPN) | "res5" (C4, Figure 4 left)
+    box_head_dim: int = 1024
+    box_fg_iou_thresh: float = 0.5
+    box_bg_iou_thresh: float = 0.5
+    box_batch_size_per_image: int = 512
+    box_positive_fraction: float = 0.25
+    box_reg_weights: tuple = (10.0, 10.0, 5.0, 5.0)
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    box_detections_per_img: int = 100
+    # ---- mask branch -----------------------------------------------------------------------
+    mask_on: bool = True                    # False: Faster R-CNN (Table 3)
+    mask_head: str = "fcn"                  # "fcn" | "mlp" (Table 2e)
+    mask_pooler_resolution: int = 14
+    mask_head_layers: tuple = (256, 256, 256, 256)
+    mask_loss: str = "sigmoid"              # "sigmoid" (per-class BCE) | "softmax" (Table 2b)
+    mask_class_agnostic: bool = False       # one mask for all classes (Section 4.2)
+    # ---- keypoint branch (Section 5) -------------------------------------------------------
+    keypoint_on: bool = False
+    num_keypoints: int = 17
+    keypoint_pooler_resolution: int = 14
+    keypoint_head_layers: tuple = (512,) * 8
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        choices = {"backbone": ("resnet", "classroom"), "norm": ("frozen_bn", "bn", "gn"),
+                   "features": ("fpn", "c4", "c5"), "pooler": ("roi_align", "roi_pool", "roi_warp"),
+                   "box_head": ("2fc", "res5"), "mask_head": ("fcn", "mlp"),
+                   "mask_loss": ("sigmoid", "softmax")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"config key {key!r} must be one of {allowed}, got {getattr(self, key)!r}")
+        if self.backbone == "resnet" and self.depth not in (50, 101):
+            raise ConfigError(f"config key 'depth' must be 50 or 101 for a ResNet, got {self.depth!r}")
+        positive = ["min_size", "max_size", "size_divisible", "num_classes", "fpn_channels",
+                    "box_pooler_resolution", "mask_pooler_resolution", "box_head_dim",
+                    "rpn_batch_size_per_image", "box_batch_size_per_image", "box_detections_per_img",
+                    "groups", "width_per_group", "num_keypoints", "keypoint_pooler_resolution"]
+        for key in positive:
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"config key {key!r} must be a positive integer, got {v!r}")
+        for key in ["rpn_nms_thresh", "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_positive_fraction",
+                    "box_fg_iou_thresh", "box_bg_iou_thresh", "box_positive_fraction", "box_nms_thresh",
+                    "box_score_thresh"]:
+            v = getattr(self, key)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ConfigError(f"config key {key!r} must be a number in [0, 1], got {v!r}")
+        if self.num_classes < 2:
+            raise ConfigError(f"config key 'num_classes' counts the background too: need >= 2, got {self.num_classes}")
+        if not 0 <= self.trainable_layers <= 5:
+            raise ConfigError(f"config key 'trainable_layers' must be in 0..5, got {self.trainable_layers!r}")
+        if len(self.classroom_widths) != 4 or len(self.classroom_blocks) != 4:
+            raise ConfigError("config keys 'classroom_widths' and 'classroom_blocks' need 4 values (res2..res5), "
+                              f"got {self.classroom_widths!r} and {self.classroom_blocks!r}")
+        if self.features == "fpn" and len(self.anchor_sizes) != 5:
+            raise ConfigError(f"config key 'anchor_sizes' needs one tuple per FPN level (5), got {self.anchor_sizes!r}")
+        if self.features == "fpn" and self.box_head == "res5":
+            raise ConfigError("config key 'box_head': 'res5' goes with features='c4' (Figure 4 left), not 'fpn'")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3:
+            raise ConfigError(f"config keys 'image_mean'/'image_std' need 3 values, got {self.image_mean!r}, {self.image_std!r}")
+
+    def replace(self, **overrides):
+        return _apply(self, overrides)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _apply(cfg, overrides):
+    known = {f.name for f in fields(Config)}
+    for key in overrides:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f" (did you mean {', '.join(sorted(close)[:3])}?)" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint}")
+    values = {**cfg.to_dict(), **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}}
+    return Config(**values)
+
+
+_TV = dict(name="tv_r50_fpn")
+_PAPER = dict(num_classes=81, min_size=800, max_size=1333, pooler_sampling_ratio=2)
+_CLASSROOM = dict(backbone="classroom", norm="gn", trainable_layers=5, min_size=256, max_size=320,
+                  fpn_channels=64, box_head_dim=256, mask_head_layers=(64, 64), num_classes=4,
+                  rpn_pre_nms_top_n_train=600, rpn_pre_nms_top_n_test=300,
+                  rpn_post_nms_top_n_train=300, rpn_post_nms_top_n_test=150,
+                  box_batch_size_per_image=128, rpn_batch_size_per_image=128,
+                  anchor_sizes=((16,), (32,), (64,), (128,), (256,)))
+
+PRESETS = {
+    "tv_r50_fpn": _TV,
+    "tv_keypoint_r50_fpn": dict(name="tv_keypoint_r50_fpn", num_classes=2, mask_on=False, keypoint_on=True,
+                                min_size=800),
+    "paper_r50_c4": dict(_PAPER, name="paper_r50_c4", features="c4", box_head="res5", box_pooler_resolution=7,
+                         anchor_sizes=((32, 64, 128, 256, 512),), rpn_pre_nms_top_n_train=12000,
+                         rpn_pre_nms_top_n_test=6000, rpn_post_nms_top_n_test=1000, box_head_dim=2048),
+    "paper_r50_fpn": dict(_PAPER, name="paper_r50_fpn"),
+    "paper_r101_fpn": dict(_PAPER, name="paper_r101_fpn", depth=101),
+    "paper_x101_fpn": dict(_PAPER, name="paper_x101_fpn", depth=101, groups=32, width_per_group=8,
+                           stride_in_1x1=False),
+    "classroom_fpn": dict(_CLASSROOM, name="classroom_fpn"),
+    "classroom_c4": dict(_CLASSROOM, name="classroom_c4", features="c4", box_head="res5", box_pooler_resolution=7,
+                         anchor_sizes=((16, 32, 64, 128, 256),)),
+    "classroom_c5": dict(_CLASSROOM, name="classroom_c5", features="c5", box_pooler_resolution=7,
+                         anchor_sizes=((16, 32, 64, 128, 256),)),
+}
+
+
+def get_config(name, **overrides):
+    """The preset ``name`` with ``overrides`` applied (unknown keys and bad values raise)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown config preset {name!r}; presets: {', '.join(PRESETS)}")
+    return _apply(Config(), {**PRESETS[name], **overrides})
