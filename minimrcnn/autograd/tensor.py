@@ -56,7 +56,10 @@ def as_array(x, like=None):
         return x.data
     if like is not None and np.isscalar(x):
         xp = get_array_module(like)
-        dtype = like.dtype if like.dtype.kind == "f" or isinstance(x, (int, np.integer)) else None
+        if like.dtype.kind == "f" or isinstance(x, (int, np.integer)):
+            dtype = like.dtype                    # x * 2 keeps x's dtype
+        else:
+            dtype = np.float32                    # int tensor * 2.5 -> float32, as torch
         return xp.asarray(x, dtype=dtype)
     xp = get_array_module(x)
     return xp.asarray(x)
@@ -218,6 +221,9 @@ class Tensor:
             for x, gx in zip(f.inputs, gxs):
                 if gx is None or not x.requires_grad:
                     continue
+                if x._freed:
+                    raise RuntimeError("backward() reached a tensor whose graph an earlier backward() "
+                                       "freed; pass retain_graph=True to the first call")
                 if gx.shape != x.shape:
                     raise RuntimeError(f"{type(f).__name__}.backward gave a gradient of shape "
                                        f"{gx.shape} for an input of shape {x.shape}")

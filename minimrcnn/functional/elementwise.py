@@ -93,13 +93,15 @@ class Log(Function):
 class Pow(Function):
     """$y = x^p$ for a constant exponent $p$; $y' = p x^{p-1}$."""
     def __init__(self, p):
-        self.p = p
+        self.p = p.item() if hasattr(p, "item") else p   # a Python number keeps x's dtype
 
     def forward(self, x):
         self.x = x
         return x ** self.p
 
     def backward(self, gy):
+        if self.p == 0:                                   # x^0 = 1 is constant, even at x = 0
+            return get_array_module(gy).zeros_like(gy)
         return gy * self.p * self.x ** (self.p - 1)
 
 
@@ -143,7 +145,8 @@ class Maximum(Function):
 
 
 class Clamp(Function):
-    """$y = \\min(\\max(x, lo), hi)$; the gradient passes where $lo \\le x \\le hi$."""
+    """$y = \\min(\\max(x, lo), hi)$; the gradient passes where $lo < x < hi$ (0 on the bounds,
+    as torch's clamp and hardtanh, and as relu at 0)."""
     def __init__(self, lo=None, hi=None):
         if lo is None and hi is None:
             raise ValueError("clamp: give at least one of min and max")
@@ -158,9 +161,9 @@ class Clamp(Function):
     def backward(self, gy):
         keep = True
         if self.lo is not None:
-            keep = keep & (self.x >= self.lo)
+            keep = keep & (self.x > self.lo)
         if self.hi is not None:
-            keep = keep & (self.x <= self.hi)
+            keep = keep & (self.x < self.hi)
         return gy * keep
 
 
@@ -189,10 +192,12 @@ class ReLU(Function):
 
 
 class Sigmoid(Function):
-    """$y = 1 / (1 + e^{-x})$ computed as $(\\tanh(x/2) + 1)/2$ (no overflow); $y' = y(1-y)$."""
+    """$y = 1 / (1 + e^{-x})$, evaluated as $e^{x} / (1 + e^{x})$ for $x < 0$ so that neither
+    branch overflows and tiny outputs keep their relative precision; $y' = y(1-y)$."""
     def forward(self, x):
         xp = get_array_module(x)
-        self.y = (xp.tanh(x * 0.5) * 0.5 + 0.5).astype(x.dtype, copy=False)
+        e = xp.exp(-xp.abs(x))                     # in (0, 1]
+        self.y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
         return self.y
 
     def backward(self, gy):

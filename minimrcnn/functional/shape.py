@@ -49,7 +49,12 @@ class Expand(Function):
 
     def forward(self, x):
         self.in_shape = x.shape
-        return get_array_module(x).broadcast_to(x, self.shape)
+        lead = len(self.shape) - x.ndim
+        if lead < 0:
+            raise ValueError(f"expand: shape {self.shape} has fewer dims than the input's {x.shape}")
+        # -1 keeps the input's size in that dim (torch)
+        shape = tuple(x.shape[i - lead] if n == -1 and i >= lead else n for i, n in enumerate(self.shape))
+        return get_array_module(x).broadcast_to(x, shape)
 
     def backward(self, gy):
         return sum_to(gy, self.in_shape)
@@ -112,7 +117,11 @@ class GetItem(Function):
 
 
 class Gather(Function):
-    """torch.gather: $y[i][j] = x[i][\\text{index}[i][j]]$ along ``dim`` (for 2-D, dim=1)."""
+    """torch.gather: $y[i][j] = x[i][\\text{index}[i][j]]$ along ``dim`` (for 2-D, dim=1).
+
+    ``index`` has x's number of dims; in the other dims it may be smaller than x (only its
+    leading part of x is read), as in torch.
+    """
     def __init__(self, dim):
         self.dim = dim
 
@@ -121,19 +130,24 @@ class Gather(Function):
             raise TypeError(f"gather: index must be an integer array, got {index.dtype}")
         if index.ndim != x.ndim:
             raise ValueError(f"gather: index has {index.ndim} dims but input has {x.ndim}")
-        n = x.shape[self.dim]
-        if index.size and (index.min() < -n or index.max() >= n):
+        d = self.dim % x.ndim
+        if any(index.shape[k] > x.shape[k] for k in range(x.ndim) if k != d):
+            raise ValueError(f"gather: index shape {index.shape} exceeds input shape {x.shape} outside dim {d}")
+        n = x.shape[d]
+        if index.size and (index.min() < 0 or index.max() >= n):
             raise ValueError(f"gather: index values must be in [0, {n}) along dim {self.dim}, "
                              f"got range [{int(index.min())}, {int(index.max())}]")
-        self.shape, self.index = x.shape, index
-        return get_array_module(x).take_along_axis(x, index, axis=self.dim)
+        # the part of x that index addresses: full along dim, index-sized elsewhere
+        self.region = tuple(slice(None) if k == d else slice(0, index.shape[k]) for k in range(x.ndim))
+        self.shape, self.index, self.d = x.shape, index, d
+        return get_array_module(x).take_along_axis(x[self.region], index, axis=d)
 
     def backward(self, gy):
         xp = get_array_module(gy)
         gx = xp.zeros(self.shape, gy.dtype)
         idx = list(xp.indices(self.index.shape, sparse=True))
-        idx[self.dim] = self.index
-        xp.add.at(gx, tuple(idx), gy)
+        idx[self.d] = self.index
+        xp.add.at(gx, tuple(idx), gy)      # index-sized region, so the sparse grid addresses gx directly
         return gx, None
 
 
