@@ -32,18 +32,25 @@ def is_cupy_array(x):
     return cupy is not None and isinstance(x, cupy.ndarray)
 
 
+def _unwrap(x):
+    """The array inside a Tensor; arrays pass through (a CuPy array's own ``.data`` is a
+    memory pointer, so only non-arrays are unwrapped)."""
+    if isinstance(x, np.ndarray) or is_cupy_array(x):
+        return x
+    return getattr(x, "data", x)
+
+
 def get_array_module(*xs):
     """Return ``cupy`` if any of ``xs`` (arrays or Tensors) lives on the GPU, else ``numpy``."""
     for x in xs:
-        x = getattr(x, "data", x)
-        if is_cupy_array(x):
+        if is_cupy_array(_unwrap(x)):
             return sys.modules["cupy"]
     return np
 
 
 def device_of(x):
     """'cuda' or 'cpu' for an array or Tensor."""
-    return "cuda" if is_cupy_array(getattr(x, "data", x)) else "cpu"
+    return "cuda" if is_cupy_array(_unwrap(x)) else "cpu"
 
 
 def _check_device(device):
@@ -66,7 +73,7 @@ def to_device(array, device):
 
 def as_numpy(x):
     """A NumPy view/copy of an array or Tensor, wherever it lives."""
-    x = getattr(x, "data", x)
+    x = _unwrap(x)
     if is_cupy_array(x):
         return x.get()
     return np.asarray(x)

@@ -150,6 +150,15 @@ class Tensor:
         self.requires_grad = bool(flag)
         return self
 
+    def __deepcopy__(self, memo):
+        """A leaf copy (data and grad copied) with its own identity: gradients are keyed by
+        tensor identity in backward, so a copy must never share it with the original."""
+        t = type(self).__new__(type(self))
+        Tensor.__init__(t, self.data.copy(), requires_grad=self.requires_grad, name=self.name)
+        t.grad = None if self.grad is None else self.grad.copy()
+        memo[id(self)] = t
+        return t
+
     def zero_grad(self):
         self.grad = None
 
