@@ -1,0 +1,261 @@
+"""Non-maximum suppression (NMS).
+
+Greedy NMS keeps the highest-scored box, removes every remaining box whose IoU with it is
+*greater* than ``iou_threshold``, and repeats with the highest-scored box left:
+
+    keep = []
+    for i in boxes by decreasing score:
+        if no box in keep has IoU(i, k) > iou_threshold:  keep.append(i)
+
+Three implementations, one result (``torchvision.ops.nms``'s):
+
+* :func:`nms_reference`: the loop above in NumPy/CuPy, one vectorized IoU per kept box; for reading.
+* the CPU kernel ``minimrcnn._ext.nms`` (ext/nms.pyx, Cython): torchvision's suppressed-flag
+  double loop, the same arithmetic in the boxes' precision, with a branch-free (vectorized)
+  inner loop.
+* the GPU kernels in ext/nms.cu (CuPy RawModule): a 64x64-block IoU bitmask and a one-block
+  greedy pass, like torchvision's CUDA nms.
+
+Ties: torchvision orders boxes with ``scores.sort(stable=True, descending=True)``, i.e. equal
+scores keep their input order (lower index first). All three paths do the same: NumPy's
+``argsort(-scores, kind="stable")`` on the CPU, CuPy's ``argsort`` (a stable thrust sort) on the
+GPU. So with tied scores the kept indices equal torchvision's CPU result exactly.
+"""
+import math
+import numbers
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .boxes import _as_boxes, _first_index, _raw, _xp
+
+__all__ = ["nms", "batched_nms", "nms_reference"]
+
+
+# ---- validation ------------------------------------------------------------------------------------
+
+def _check_threshold(iou_threshold):
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real) \
+            or math.isnan(iou_threshold):
+        raise ValueError(f"iou_threshold must be a real number, got {iou_threshold!r}")
+    return float(iou_threshold)
+
+
+def _check_nms_inputs(boxes, scores, iou_threshold):
+    """Validated (boxes (N, 4) float, scores (N,), threshold float)."""
+    boxes = _as_boxes(boxes, "boxes")
+    scores = _raw(scores)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be an array of shape (N,), got shape {tuple(scores.shape)}")
+    if scores.shape[0] != boxes.shape[0]:
+        raise ValueError(f"boxes and scores must have the same length, got {boxes.shape[0]} boxes "
+                         f"and {scores.shape[0]} scores")
+    if scores.dtype.kind not in "fiu":
+        raise TypeError(f"scores must hold real numbers, got dtype {scores.dtype}")
+    if _xp(boxes) is not _xp(scores):
+        raise ValueError("boxes and scores must be on the same device (both NumPy or both CuPy)")
+    iou_threshold = _check_threshold(iou_threshold)
+    if boxes.dtype not in (np.float32, np.float64):
+        boxes = boxes.astype(np.float32)
+    if scores.dtype.kind != "f":
+        scores = scores.astype(np.float64)     # -scores must not wrap around (unsigned)
+    if boxes.shape[0]:
+        xp = _xp(boxes)
+        bad = ~xp.isfinite(boxes).all(axis=1) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+        if bool(bad.any()):
+            i = _first_index(bad)
+            raise ValueError(f"boxes[{i}] = {[float(v) for v in boxes[i].tolist()]} is not a valid box: "
+                             f"NMS needs finite x1, y1, x2, y2 with x1 <= x2 and y1 <= y2")
+        bad = ~xp.isfinite(scores)
+        if bool(bad.any()):
+            i = _first_index(bad)
+            raise ValueError(f"scores[{i}] = {float(scores[i])} is not finite")
+    return boxes, scores, iou_threshold
+
+
+def _descending_order(scores):
+    """Indices by decreasing score, ties in input order (torchvision's stable descending sort)."""
+    xp = _xp(scores)
+    if xp is np:
+        return np.argsort(-scores, kind="stable").astype(np.int64, copy=False)
+    return xp.argsort(-scores).astype(np.int64, copy=False)     # CuPy: thrust stable sort
+
+
+def _empty_keep(like):
+    return _xp(like).empty((0,), dtype=np.int64)
+
+
+# ---- reference -------------------------------------------------------------------------------------
+
+def nms_reference(boxes, scores, iou_threshold):
+    """Greedy NMS in plain NumPy (or CuPy): the definition, for reading and testing.
+
+    boxes: (N, 4) xyxy; scores: (N,). Returns int64 indices of the kept boxes, by decreasing score.
+    """
+    boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
+    if boxes.shape[0] == 0:
+        return _empty_keep(boxes)
+    xp = _xp(boxes)
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = (x2 - x1) * (y2 - y1)
+    order = _descending_order(scores)         # candidates left, best first
+    keep = []
+    while order.size > 0:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = xp.maximum(xp.minimum(x2[i], x2[rest]) - xp.maximum(x1[i], x1[rest]), 0)
+        h = xp.maximum(xp.minimum(y2[i], y2[rest]) - xp.maximum(y1[i], y1[rest]), 0)
+        inter = w * h
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = inter / (areas[i] + areas[rest] - inter)
+        # compare in float64 like the C kernels (a float32 comparison would round the threshold);
+        # a NaN IoU (two empty boxes: 0/0) suppresses nothing, as in torchvision
+        order = rest[~(iou.astype(np.float64) > iou_threshold)]
+    return xp.asarray(keep, dtype=np.int64)
+
+
+# ---- CPU (Cython) ----------------------------------------------------------------------------------
+
+_warned_no_ext = False
+
+
+def _nms_cpu(boxes, scores, iou_threshold):
+    global _warned_no_ext
+    try:
+        from .._ext import nms as _ext_nms
+    except ImportError:
+        if not _warned_no_ext:
+            warnings.warn("minimrcnn._ext.nms is not built; nms() falls back to the slow NumPy "
+                          "reference (build it: python setup.py build_ext --inplace)",
+                          RuntimeWarning, stacklevel=3)
+            _warned_no_ext = True
+        return nms_reference(boxes, scores, iou_threshold)
+    order = _descending_order(scores)
+    return _ext_nms.nms_sorted(np.ascontiguousarray(boxes), order, iou_threshold)
+
+
+# ---- GPU (CuPy RawModule) --------------------------------------------------------------------------
+
+_NMS_BLOCK = 64
+_GATHER_THREADS = 256
+_cuda_module = None
+
+
+def _cuda_source_path():
+    import minimrcnn
+    return Path(minimrcnn.__file__).resolve().parent.parent / "ext" / "nms.cu"
+
+
+def _get_cuda_module():
+    global _cuda_module
+    if _cuda_module is None:
+        from ..backend import get_cupy
+        cupy = get_cupy()
+        path = _cuda_source_path()
+        if not path.is_file():
+            raise RuntimeError(f"the CUDA source of nms is missing: {path} (it ships in the "
+                               f"repository's ext/ folder)")
+        # --fmad=false: no fused multiply-add, so the IoU rounds exactly as on the CPU
+        _cuda_module = cupy.RawModule(code=path.read_text(), options=("--fmad=false",))
+    return _cuda_module
+
+
+def _nms_cuda(boxes, scores, iou_threshold):
+    import cupy
+    n = boxes.shape[0]
+    order = _descending_order(scores)                           # (N,) int64
+    sorted_boxes = cupy.ascontiguousarray(boxes[order])         # (N, 4) by decreasing score
+    col_blocks = (n + _NMS_BLOCK - 1) // _NMS_BLOCK
+    mask = cupy.zeros((n, col_blocks), dtype=cupy.uint64)       # bit b of mask[i, c]: box i kills 64c+b
+    module = _get_cuda_module()
+    name = "nms_mask_float" if sorted_boxes.dtype == np.float32 else "nms_mask_double"
+    module.get_function(name)((col_blocks, col_blocks), (_NMS_BLOCK,),
+                              (sorted_boxes, np.int32(n), np.float64(iou_threshold), mask))
+    shared_bytes = col_blocks * 8
+    if shared_bytes <= 48 * 1024:                               # the bitset fits in shared memory
+        keep = cupy.zeros((n,), dtype=cupy.bool_)
+        module.get_function("nms_gather_keep")((1,), (_GATHER_THREADS,), (mask, np.int32(n), keep),
+                                               shared_mem=shared_bytes)
+    else:                                                       # > 393216 boxes: greedy pass on the host
+        keep = cupy.asarray(_gather_keep_host(cupy.asnumpy(mask), n))
+    return order[keep]
+
+
+def _gather_keep_host(mask, n):
+    """The greedy pass over an (N, col_blocks) uint64 suppression bitmask, in NumPy."""
+    removed = np.zeros(mask.shape[1], dtype=np.uint64)
+    keep = np.zeros(n, dtype=bool)
+    for i in range(n):
+        block, bit = divmod(i, _NMS_BLOCK)
+        if not (int(removed[block]) >> bit) & 1:
+            keep[i] = True
+            removed |= mask[i]
+    return keep
+
+
+# ---- public ----------------------------------------------------------------------------------------
+
+def nms(boxes, scores, iou_threshold):
+    """Greedy non-maximum suppression (``torchvision.ops.nms``).
+
+    boxes: (N, 4) xyxy, finite, x1 <= x2, y1 <= y2 (NumPy or CuPy, float32 or float64; other dtypes
+    become float32); scores: (N,); iou_threshold: boxes with IoU > iou_threshold with a
+    higher-scored kept box are removed.
+    Returns int64 indices of the kept boxes, sorted by decreasing score (ties: lower index first).
+    """
+    boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
+    if boxes.shape[0] == 0:
+        return _empty_keep(boxes)
+    if _xp(boxes) is np:
+        return _nms_cpu(boxes, scores, iou_threshold)
+    return _nms_cuda(boxes, scores, iou_threshold)
+
+
+def batched_nms(boxes, scores, idxs, iou_threshold):
+    """NMS within each category: boxes with different ``idxs`` never suppress each other.
+
+    boxes: (N, 4); scores: (N,); idxs: (N,) integer category (or image, or level) of each box.
+    Returns int64 indices of the kept boxes, by decreasing score.
+
+    As ``torchvision.ops.batched_nms``: up to 1000 boxes on the CPU (100_000 / 4 on the GPU) it
+    runs one NMS on boxes shifted by ``idxs * (max coordinate + 1)``, so that boxes of different
+    categories cannot overlap (the coordinate trick); above that, one NMS per category. The
+    per-category path is also taken when a coordinate is negative, where the trick's offset would
+    not separate the categories (torchvision assumes 0 <= x1, y1).
+    """
+    boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
+    idxs = _raw(idxs)
+    if idxs.ndim != 1 or idxs.shape[0] != boxes.shape[0]:
+        raise ValueError(f"idxs must be an array of shape (N,) with N = {boxes.shape[0]} "
+                         f"(one category per box), got shape {tuple(idxs.shape)}")
+    if idxs.dtype.kind not in "iub":
+        raise TypeError(f"idxs must hold integer categories, got dtype {idxs.dtype}")
+    if _xp(idxs) is not _xp(boxes):
+        raise ValueError("idxs must be on the same device as boxes")
+    if boxes.shape[0] == 0:
+        return _empty_keep(boxes)
+    limit = 4000 if _xp(boxes) is np else 100_000
+    if boxes.size > limit or bool(boxes.min() < 0):
+        return _batched_nms_vanilla(boxes, scores, idxs, iou_threshold)
+    return _batched_nms_coordinate_trick(boxes, scores, idxs, iou_threshold)
+
+
+def _batched_nms_coordinate_trick(boxes, scores, idxs, iou_threshold):
+    # offsets in the boxes' dtype, as torchvision: idxs.to(boxes) * (max_coordinate + 1)
+    max_coordinate = boxes.max()
+    offsets = idxs.astype(boxes.dtype) * (max_coordinate + boxes.dtype.type(1))
+    boxes_for_nms = boxes + offsets[:, None]
+    return nms(boxes_for_nms, scores, iou_threshold)
+
+
+def _batched_nms_vanilla(boxes, scores, idxs, iou_threshold):
+    xp = _xp(boxes)
+    keep_mask = xp.zeros(scores.shape, dtype=bool)
+    for class_id in xp.unique(idxs).tolist():
+        members = xp.nonzero(idxs == class_id)[0]
+        kept = nms(boxes[members], scores[members], iou_threshold)
+        keep_mask[members[kept]] = True
+    keep = xp.nonzero(keep_mask)[0].astype(np.int64)
+    return keep[_descending_order(scores[keep])]
