@@ -1,2 +1,513 @@
-"""(being written)"""
-__all__ = []
+"""2-D convolution and transposed convolution (torch.nn.functional semantics, NCHW).
+
+Convolution (cross-correlation, as in every deep-learning library)::
+
+    y[n, o, ho, wo] = b[o] + sum_{c, i, j} w[o, c, i, j] * x[n, g*Cg + c, ho*sh - ph + i*dh,
+                                                                 wo*sw - pw + j*dw]
+
+for output channel o in group g = o // (O/groups), with x zero outside the image and
+
+    Ho = floor((H + 2 ph - dh (kh - 1) - 1) / sh) + 1        (Wo likewise).
+
+Shapes: x (N, C, H, W), w (O, C/groups, kh, kw), b (O,), y (N, O, Ho, Wo).
+
+The algorithm is im2col + GEMM: the patches of x are copied into a matrix of "columns"
+``cols`` (C*kh*kw, Ho*Wo), and then, per group, ``y = w.reshape(O, C*kh*kw) @ cols``. The
+three products of a convolution are the same GEMM with different operands:
+
+    forward          y    = W @ cols(x)                          (O, K) @ (K, L)
+    grad of weight   dW   = dy @ cols(x)^T                       (O, L) @ (L, K)
+    grad of input    dx   = col2im(W^T @ dy)                     col2im of (K, O) @ (O, L)
+
+``col2im`` is the adjoint of ``im2col``: it adds every column entry back onto the pixel it was
+copied from. A transposed convolution is exactly "grad of input" run forward, and its
+backward uses the other two products.
+
+Two implementations share these formulas:
+
+* ``_Reference`` (NumPy and CuPy, one code path through ``xp``): im2col by ``kh*kw`` strided
+  slices of the zero-padded input, one batched matmul. Short and easy to step through.
+* ``_CPU`` (NumPy float32/float64 arrays): the same products, but 1x1 stride-1 convolutions
+  are plain GEMMs on the image (no copy at all), and otherwise the columns are built by a
+  compiled kernel (ext/conv.pyx) one band of output rows at a time (up to 64 MB of columns
+  per band, in a work buffer kept between calls), so that the full column matrix (560 MB for
+  a 3x3 256-channel convolution at 200x304) is never held. The GEMMs are NumPy's BLAS
+  (multithreaded); the band copies are serial: a few percent of the GEMM time at 256+
+  output channels, more at 64-128.
+
+On ResNet-50-FPN's shapes at 800x1216 this runs at about the speed of one BLAS GEMM of the
+same size, and about as fast as torch's CPU convolution (benchmarks/bench_conv.py).
+"""
+import threading
+
+import numpy as np
+
+from ..autograd.registry import register_case
+from ..autograd.tensor import Function, as_array
+from ..backend import get_array_module
+
+__all__ = ["conv2d", "conv_transpose2d"]
+
+
+# ---------------------------------------------------------------------------------------
+# argument checking
+# ---------------------------------------------------------------------------------------
+def _pair(value, name, op, minimum):
+    """An int or a pair of ints -> a pair of Python ints, each >= minimum."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                 for v in pair):
+        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _out_size(size, k, s, p, d):
+    """floor((size + 2p - d(k-1) - 1) / s) + 1: output length of a convolution or pooling."""
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _conv_out_hw(H, W, kh, kw, stride, padding, dilation):
+    return (_out_size(H, kh, stride[0], padding[0], dilation[0]),
+            _out_size(W, kw, stride[1], padding[1], dilation[1]))
+
+
+def _check_floating(op, **arrays):
+    for name, a in arrays.items():
+        if a is not None and a.dtype.kind != "f":
+            raise TypeError(f"{op}: {name} must be a floating array, got dtype {a.dtype}")
+
+
+def _check_conv_args(op, x, w, b, groups, out_channels):
+    """Shape checks shared by conv2d and conv_transpose2d (messages name the values)."""
+    _check_floating(op, input=x, weight=w, bias=b)
+    if x.ndim != 4:
+        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    if w.ndim != 4:
+        raise ValueError(f"{op}: weight must be 4-D, got shape {tuple(w.shape)}")
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    if b is not None and tuple(b.shape) != (out_channels,):
+        raise ValueError(f"{op}: bias must have shape ({out_channels},), got {tuple(b.shape)}")
+
+
+# ---------------------------------------------------------------------------------------
+# reference implementation: NumPy or CuPy through xp
+# ---------------------------------------------------------------------------------------
+class _Reference:
+    """im2col by strided slices and one batched matmul; works for any array module."""
+
+    @staticmethod
+    def im2col(x, kh, kw, stride, padding, dilation, out_size=None):
+        """x (N, C, H, W) -> cols (N, C, kh, kw, Ho, Wo): cols[..., i, j, ho, wo] = xpad[..., ho*s + i*d, wo*s + j*d].
+
+        out_size (Ho, Wo) may ask for fewer output pixels than fit (transposed convolution
+        with output_padding >= stride).
+        """
+        xp = get_array_module(x)
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        N, C, H, W = x.shape
+        Ho, Wo = out_size or (_out_size(H, kh, sh, ph, dh), _out_size(W, kw, sw, pw, dw))
+        xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        cols = xp.empty((N, C, kh, kw, Ho, Wo), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, i, j] = xpad[:, :, i * dh: i * dh + sh * (Ho - 1) + 1: sh,
+                                        j * dw: j * dw + sw * (Wo - 1) + 1: sw]
+        return cols
+
+    @staticmethod
+    def col2im(cols, x_shape, stride, padding, dilation):
+        """Adjoint of im2col: cols (N, C, kh, kw, Ho, Wo) -> x (N, C, H, W), overlaps added."""
+        xp = get_array_module(cols)
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        N, C, kh, kw, Ho, Wo = cols.shape
+        H, W = x_shape[2], x_shape[3]
+        # big enough for every slice below (a stride may leave trailing rows unused)
+        Hp = max(H + 2 * ph, dh * (kh - 1) + sh * (Ho - 1) + 1)
+        Wp = max(W + 2 * pw, dw * (kw - 1) + sw * (Wo - 1) + 1)
+        xpad = xp.zeros((N, C, Hp, Wp), dtype=cols.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                xpad[:, :, i * dh: i * dh + sh * (Ho - 1) + 1: sh,
+                     j * dw: j * dw + sw * (Wo - 1) + 1: sw] += cols[:, :, i, j]
+        return xpad[:, :, ph: ph + H, pw: pw + W]
+
+    @classmethod
+    def forward(cls, x, w, stride, padding, dilation, groups):
+        """y = W @ cols(x) per group: (G, Og, K) @ (N, G, K, L) -> (N, O, Ho, Wo)."""
+        xp = get_array_module(x)
+        N, C, H, W = x.shape
+        O, Cg, kh, kw = w.shape
+        cols = cls.im2col(x, kh, kw, stride, padding, dilation)
+        Ho, Wo = cols.shape[-2:]
+        cols = cols.reshape(N, groups, Cg * kh * kw, Ho * Wo)
+        y = xp.matmul(w.reshape(groups, O // groups, Cg * kh * kw), cols)   # (N, G, Og, L)
+        return y.reshape(N, O, Ho, Wo)
+
+    @classmethod
+    def grad_input(cls, gy, w, x_shape, stride, padding, dilation, groups):
+        """dx = col2im(W^T @ dy): (G, K, Og) @ (N, G, Og, L) -> (N, G, K, L) -> (N, C, H, W)."""
+        xp = get_array_module(gy)
+        N, O, Ho, Wo = gy.shape
+        _, Cg, kh, kw = w.shape
+        wt = w.reshape(groups, O // groups, Cg * kh * kw).transpose(0, 2, 1)
+        dcols = xp.matmul(wt, gy.reshape(N, groups, O // groups, Ho * Wo))
+        dcols = dcols.reshape(N, groups * Cg, kh, kw, Ho, Wo)
+        return cls.col2im(dcols, x_shape, stride, padding, dilation)
+
+    @classmethod
+    def grad_weight(cls, gy, x, kernel_size, stride, padding, dilation, groups):
+        """dW = sum_n dy @ cols(x)^T: (N, G, Og, L) @ (N, G, L, K) -> (O, Cg, kh, kw)."""
+        N, C, H, W = x.shape
+        O, kh, kw = gy.shape[1], kernel_size[0], kernel_size[1]
+        Cg = C // groups
+        cols = cls.im2col(x, kh, kw, stride, padding, dilation, out_size=gy.shape[2:])
+        cols = cols.reshape(N, groups, Cg * kh * kw, -1)
+        gyg = gy.reshape(N, groups, O // groups, -1)
+        gw = (gyg @ cols.transpose(0, 1, 3, 2)).sum(axis=0)                 # (G, Og, K)
+        return gw.reshape(O, Cg, kh, kw)
+
+
+# ---------------------------------------------------------------------------------------
+# CPU implementation: banded im2col (compiled) + BLAS, no full column matrix
+# ---------------------------------------------------------------------------------------
+def _matmul_abt(a, b):
+    """a @ b^T for stacks a (G, M, L), b (G, N, L) -> (G, M, N), L the long (pixel) axis.
+
+    Computed as (b @ a^T)^T when N > M: NumPy's OpenBLAS ran this product with the longer
+    side first 2-30x faster on a busy 2-core machine (e.g. 64x256 over 60800 pixels: 25 ms
+    against 0.8-1.5 s the other way round), and never slower.
+    """
+    if b.shape[1] > a.shape[1]:
+        return (b @ a.transpose(0, 2, 1)).transpose(0, 2, 1)
+    return a @ b.transpose(0, 2, 1)
+
+
+_scratch_store = threading.local()
+
+
+def _scratch(size, dtype):
+    """A flat work array of ``size`` elements, reused by later calls (one per thread)."""
+    nbytes = size * np.dtype(dtype).itemsize
+    buf = getattr(_scratch_store, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        _scratch_store.buf = buf = np.empty(nbytes, dtype=np.uint8)
+    return buf[:nbytes].view(dtype)
+
+
+class _CPU:
+    """The products of _Reference, for NumPy arrays, done band by band of output rows."""
+
+    # Band size. On an idle machine any band from 4 MB up runs at the speed of one GEMM over
+    # the whole image. But every band is one more BLAS call, each call wakes and joins BLAS's
+    # threads, and on a busy machine (threads descheduled) that join costs milliseconds: 8 MB
+    # bands ran 3-5x slower than one GEMM there, 64 MB bands within ~15%. The band buffer is
+    # kept between calls (see _scratch) so that it is not page-faulted in again every time.
+    band_bytes = 1 << 26
+    min_band_columns = 1024       # never thinner GEMMs than this
+
+    @staticmethod
+    def _kernels():
+        from .._ext import conv as kernels   # ext/conv.pyx
+        return kernels
+
+    @staticmethod
+    def _is_pointwise(kh, kw, stride, padding):
+        """1x1, stride 1, no padding: the columns are the image itself."""
+        return kh == kw == 1 and stride == (1, 1) and padding == (0, 0)
+
+    @classmethod
+    def _bands(cls, Ho, Wo, K, target_bytes, itemsize):
+        """Output-row bands [h0, h1) whose columns (K, (h1-h0)*Wo) take about target_bytes."""
+        rows = max(1, min(Ho, target_bytes // max(1, K * Wo * itemsize)))
+        rows = max(rows, min(Ho, -(-cls.min_band_columns // Wo)))   # GEMMs not too thin
+        return [(h0, min(Ho, h0 + rows)) for h0 in range(0, Ho, rows)], rows
+
+    @classmethod
+    def forward(cls, x, w, b, stride, padding, dilation, groups):
+        N, C, H, W = x.shape
+        O, Cg, kh, kw = w.shape
+        G, Og, K = groups, O // groups, Cg * kh * kw
+        Ho, Wo = _conv_out_hw(H, W, kh, kw, stride, padding, dilation)
+        L = Ho * Wo
+        wg = np.ascontiguousarray(w.reshape(G, Og, K))
+        y = np.empty((N, G, Og, L), dtype=x.dtype)
+        bias = None if b is None else b.reshape(G, Og, 1)
+        if cls._is_pointwise(kh, kw, stride, padding):
+            for n in range(N):
+                np.matmul(wg, x[n].reshape(G, Cg, L), out=y[n])
+                if bias is not None:
+                    y[n] += bias
+            return y.reshape(N, O, Ho, Wo)
+        kernels = cls._kernels()
+        x = np.ascontiguousarray(x)
+        bands, rows = cls._bands(Ho, Wo, G * K, cls.band_bytes, x.itemsize)
+        buf = _scratch(G * K * rows * Wo, x.dtype)
+        for n in range(N):
+            for h0, h1 in bands:
+                cols = buf[:G * K * (h1 - h0) * Wo].reshape(G * K, -1)           # contiguous
+                kernels.im2col(x[n], cols, kh, kw, *stride, *padding, *dilation, h0, Wo)
+                out = y[n, :, :, h0 * Wo: h1 * Wo]                          # (G, Og, band)
+                np.matmul(wg, cols.reshape(G, K, -1), out=out)
+                if bias is not None:
+                    out += bias
+        return y.reshape(N, O, Ho, Wo)
+
+    @classmethod
+    def grad_input(cls, gy, w, x_shape, stride, padding, dilation, groups):
+        N, O, Ho, Wo = gy.shape
+        _, Cg, kh, kw = w.shape
+        G, Og, K, L = groups, O // groups, Cg * kh * kw, Ho * Wo
+        C, H, W = x_shape[1:]
+        wt = np.ascontiguousarray(w.reshape(G, Og, K).transpose(0, 2, 1))   # (G, K, Og)
+        gy = np.ascontiguousarray(gy).reshape(N, G, Og, L)
+        if cls._is_pointwise(kh, kw, stride, padding):
+            gx = np.empty((N, G, K, L), dtype=gy.dtype)
+            for n in range(N):
+                np.matmul(wt, gy[n], out=gx[n])
+            return gx.reshape(N, C, H, W)
+        kernels = cls._kernels()
+        gx = np.zeros((N, C, H, W), dtype=gy.dtype)
+        bands, rows = cls._bands(Ho, Wo, G * K, cls.band_bytes, gy.itemsize)
+        buf = _scratch(G * K * rows * Wo, gy.dtype)
+        for n in range(N):
+            for h0, h1 in bands:
+                dcols = buf[:G * K * (h1 - h0) * Wo].reshape(G, K, -1)
+                np.matmul(wt, gy[n, :, :, h0 * Wo: h1 * Wo], out=dcols)
+                kernels.col2im(dcols.reshape(G * K, -1), gx[n], kh, kw, *stride, *padding,
+                               *dilation, h0, Wo)
+        return gx
+
+    @classmethod
+    def grad_weight(cls, gy, x, kernel_size, stride, padding, dilation, groups):
+        N, C, H, W = x.shape
+        O, Ho, Wo = gy.shape[1], gy.shape[2], gy.shape[3]
+        (kh, kw), G = kernel_size, groups
+        Cg, Og = C // G, O // G
+        K, L = Cg * kh * kw, Ho * Wo
+        gy = np.ascontiguousarray(gy).reshape(N, G, Og, L)
+        gw = np.zeros((G, Og, K), dtype=gy.dtype)
+        if cls._is_pointwise(kh, kw, stride, padding):
+            for n in range(N):
+                gw += _matmul_abt(gy[n], x[n].reshape(G, Cg, L))
+            return gw.reshape(O, Cg, kh, kw)
+        kernels = cls._kernels()
+        x = np.ascontiguousarray(x)
+        bands, rows = cls._bands(Ho, Wo, G * K, cls.band_bytes, x.itemsize)
+        buf = _scratch(G * K * rows * Wo, x.dtype)
+        for n in range(N):
+            for h0, h1 in bands:
+                cols = buf[:G * K * (h1 - h0) * Wo].reshape(G * K, -1)
+                kernels.im2col(x[n], cols, kh, kw, *stride, *padding, *dilation, h0, Wo)
+                gw += _matmul_abt(gy[n, :, :, h0 * Wo: h1 * Wo], cols.reshape(G, K, -1))
+        return gw.reshape(O, Cg, kh, kw)
+        kernels = cls._kernels()
+        x = np.ascontiguousarray(x)
+        bands, rows = cls._bands(Ho, Wo, G * K, cls.band_bytes, x.itemsize)
+        buf = _scratch(G * K * rows * Wo, x.dtype)
+        part = np.empty((G, K, Og), dtype=gy.dtype)
+        for n in range(N):
+            for h0, h1 in bands:
+                cols = buf[:G * K * (h1 - h0) * Wo].reshape(G * K, -1)
+                kernels.im2col(x[n], cols, kh, kw, *stride, *padding, *dilation, h0, Wo)
+                gy_t = gy[n, :, :, h0 * Wo: h1 * Wo].transpose(0, 2, 1)          # (G, band, Og)
+                np.matmul(cols.reshape(G, K, -1), gy_t, out=part)
+                gw_t += part
+        return np.ascontiguousarray(gw_t.transpose(0, 2, 1)).reshape(O, Cg, kh, kw)
+
+
+def _use_cpu(a):
+    """NumPy float32/float64 arrays take the compiled path; CuPy (and float16) the reference."""
+    return isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64)
+
+
+def _conv_forward(x, w, b, stride, padding, dilation, groups):
+    """y = conv(x, w) + b on raw arrays (b may be None)."""
+    if _use_cpu(x):
+        return _CPU.forward(x, w, b, stride, padding, dilation, groups)
+    y = _Reference.forward(x, w, stride, padding, dilation, groups)
+    return y if b is None else y + b.reshape(1, -1, 1, 1)
+
+
+def _conv_grad_input(gy, w, x_shape, stride, padding, dilation, groups):
+    impl = _CPU if _use_cpu(gy) else _Reference
+    return impl.grad_input(gy, w, x_shape, stride, padding, dilation, groups)
+
+
+def _conv_grad_weight(gy, x, kernel_size, stride, padding, dilation, groups):
+    impl = _CPU if _use_cpu(gy) else _Reference
+    return impl.grad_weight(gy, x, kernel_size, stride, padding, dilation, groups)
+
+
+def _bias_grad(gy):
+    """db[o] = sum_{n, h, w} dy[n, o, h, w]."""
+    return gy.sum(axis=(0, 2, 3))          # also right for an empty batch (N = 0)
+
+
+def _needs_grad(function, index):
+    inputs = getattr(function, "inputs", ())
+    return index >= len(inputs) or inputs[index].requires_grad
+
+
+# ---------------------------------------------------------------------------------------
+# the ops
+# ---------------------------------------------------------------------------------------
+class Conv2d(Function):
+    """$y = w \\star x + b$ (see the module docstring). Inputs: x, w[, b]."""
+
+    def __init__(self, stride, padding, dilation, groups):
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+
+    def forward(self, x, w, b=None):
+        self.x, self.w, self.has_bias = x, w, b is not None
+        return _conv_forward(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+    def backward(self, gy):
+        args = self.stride, self.padding, self.dilation, self.groups
+        gx = _conv_grad_input(gy, self.w, self.x.shape, *args) if _needs_grad(self, 0) else None
+        gw = _conv_grad_weight(gy, self.x, self.w.shape[2:], *args) if _needs_grad(self, 1) else None
+        if not self.has_bias:
+            return gx, gw
+        return gx, gw, _bias_grad(gy)
+
+
+class ConvTranspose2d(Function):
+    """The adjoint of Conv2d in its input: $y = $ col2im$(W^T x) + b$. Inputs: x, w[, b].
+
+    x (N, C_in, H, W), w (C_in, C_out/groups, kh, kw), y (N, C_out, Ho, Wo) with
+    Ho = (H - 1) sh - 2 ph + dh (kh - 1) + output_padding_h + 1.
+    """
+
+    def __init__(self, stride, padding, output_padding, dilation, groups):
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.output_padding = output_padding
+
+    def forward(self, x, w, b=None):
+        self.x, self.w, self.has_bias = x, w, b is not None
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        N, _, H, W = x.shape
+        kh, kw = w.shape[2:]
+        Ho = (H - 1) * sh - 2 * ph + dh * (kh - 1) + self.output_padding[0] + 1
+        Wo = (W - 1) * sw - 2 * pw + dw * (kw - 1) + self.output_padding[1] + 1
+        y_shape = (N, w.shape[1] * self.groups, Ho, Wo)
+        y = _conv_grad_input(x, w, y_shape, self.stride, self.padding, self.dilation, self.groups)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        return y
+
+    def backward(self, gy):
+        args = self.stride, self.padding, self.dilation, self.groups
+        gx = None
+        if _needs_grad(self, 0):
+            H, W = self.x.shape[2:]   # output_padding >= stride gives conv2d extra rows: crop
+            gx = _conv_forward(gy, self.w, None, *args)[:, :, :H, :W]
+        # the roles of conv2d swap: x plays the output gradient, gy the image
+        gw = _conv_grad_weight(self.x, gy, self.w.shape[2:], *args) if _needs_grad(self, 1) else None
+        if not self.has_bias:
+            return gx, gw
+        return gx, gw, _bias_grad(gy)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution: x (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,) or None.
+
+    Returns (N, O, Ho, Wo), Ho = floor((H + 2 ph - dh (kh - 1) - 1) / sh) + 1. stride,
+    padding and dilation are ints or (h, w) pairs; torch.nn.functional.conv2d semantics.
+    """
+    op = "conv2d"
+    xa, wa = as_array(x), as_array(weight)
+    ba = None if bias is None else as_array(bias)
+    stride, padding = _pair(stride, "stride", op, 1), _pair(padding, "padding", op, 0)
+    dilation = _pair(dilation, "dilation", op, 1)
+    _check_conv_args(op, xa, wa, ba, groups, wa.shape[0] if wa.ndim == 4 else None)
+    N, C, H, W = xa.shape
+    O, Cg, kh, kw = wa.shape
+    if O % groups:
+        raise ValueError(f"{op}: weight has {O} output channels, not divisible by groups={groups}")
+    if Cg * groups != C:
+        raise ValueError(f"{op}: weight has {Cg} input channels per group but input has {C} "
+                         f"channels with groups={groups}")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"{op}: weight has an empty kernel, shape {tuple(wa.shape)}")
+    Ho, Wo = _conv_out_hw(H, W, kh, kw, stride, padding, dilation)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"{op}: output size would be {Ho}x{Wo} for input {H}x{W}, kernel {kh}x{kw}, "
+                         f"stride {stride}, padding {padding}, dilation {dilation}")
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return Conv2d(stride, padding, dilation, groups)(*inputs)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed convolution ("deconvolution"): x (N, C_in, H, W), weight (C_in, C_out/groups, kh, kw).
+
+    The gradient of conv2d with respect to its input, used as a layer: each input pixel
+    scatters ``x[n, c] * w[c]`` onto a stride-spaced grid. Returns (N, C_out, Ho, Wo) with
+    Ho = (H - 1) sh - 2 ph + dh (kh - 1) + output_padding_h + 1 (torch semantics; note the
+    argument order, output_padding before groups, as in torch).
+    """
+    op = "conv_transpose2d"
+    xa, wa = as_array(x), as_array(weight)
+    ba = None if bias is None else as_array(bias)
+    stride, padding = _pair(stride, "stride", op, 1), _pair(padding, "padding", op, 0)
+    dilation = _pair(dilation, "dilation", op, 1)
+    output_padding = _pair(output_padding, "output_padding", op, 0)
+    out_channels = None
+    if wa.ndim == 4 and isinstance(groups, (int, np.integer)):
+        out_channels = wa.shape[1] * groups
+    _check_conv_args(op, xa, wa, ba, groups, out_channels)
+    N, C, H, W = xa.shape
+    Cin, Cout_g, kh, kw = wa.shape
+    if Cin != C:
+        raise ValueError(f"{op}: weight has {Cin} input channels (dim 0) but input has {C} channels")
+    if C % groups:
+        raise ValueError(f"{op}: input has {C} channels, not divisible by groups={groups}")
+    for k in range(2):
+        if output_padding[k] >= max(stride[k], dilation[k]):
+            raise ValueError(f"{op}: output_padding {output_padding} must be smaller than either "
+                             f"stride {stride} or dilation {dilation}")
+    Ho = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    Wo = (W - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"{op}: output size would be {Ho}x{Wo} for input {H}x{W}, kernel {kh}x{kw}, "
+                         f"stride {stride}, padding {padding}, dilation {dilation}")
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return ConvTranspose2d(stride, padding, output_padding, dilation, groups)(*inputs)
+
+
+# ---------------------------------------------------------------------------------------
+# gradient checks (float64, full Jacobian; kept small)
+# ---------------------------------------------------------------------------------------
+register_case("conv2d", "3x3_pad1_bias", lambda x, w, b: conv2d(x, w, b, padding=1),
+              lambda r: [r.standard_normal((2, 3, 5, 6)), r.standard_normal((4, 3, 3, 3)),
+                         r.standard_normal(4)])
+register_case("conv2d", "stride2_pad1_groups2_nobias",
+              lambda x, w: conv2d(x, w, stride=2, padding=1, groups=2),
+              lambda r: [r.standard_normal((2, 4, 7, 7)), r.standard_normal((6, 2, 3, 3))])
+register_case("conv2d", "dilation2_stride_hw_pad_hw",
+              lambda x, w, b: conv2d(x, w, b, stride=(1, 2), padding=(2, 1), dilation=(2, 1)),
+              lambda r: [r.standard_normal((1, 2, 7, 8)), r.standard_normal((3, 2, 3, 2)),
+                         r.standard_normal(3)])
+register_case("conv2d", "1x1_stride2_noncontiguous",
+              lambda x, w, b: conv2d(x, w, b, stride=2),
+              lambda r: [r.standard_normal((2, 3, 9, 14))[..., ::2], r.standard_normal((4, 3, 1, 1)),
+                         r.standard_normal(4)])
+register_case("conv2d", "1x1_pointwise_groups3",
+              lambda x, w: conv2d(x, w, groups=3),
+              lambda r: [r.standard_normal((2, 6, 4, 5)), r.standard_normal((9, 2, 1, 1))])
+register_case("conv_transpose2d", "2x2_stride2_bias",
+              lambda x, w, b: conv_transpose2d(x, w, b, stride=2),
+              lambda r: [r.standard_normal((2, 3, 4, 3)), r.standard_normal((3, 2, 2, 2)),
+                         r.standard_normal(2)])
+register_case("conv_transpose2d", "4x4_stride2_pad1_groups2_outpad",
+              lambda x, w: conv_transpose2d(x, w, stride=2, padding=1, output_padding=1, groups=2),
+              lambda r: [r.standard_normal((1, 4, 3, 4))[:, :, :, ::-1],
+                         r.standard_normal((4, 1, 4, 4))])
+register_case("conv_transpose2d", "3x3_dilation2_outpad_ge_stride",
+              lambda x, w: conv_transpose2d(x, w, padding=1, output_padding=(1, 0), dilation=2),
+              lambda r: [r.standard_normal((1, 2, 3, 4)), r.standard_normal((2, 2, 3, 3))])
+register_case("conv_transpose2d", "3x3_dilation2_stride_hw",
+              lambda x, w, b: conv_transpose2d(x, w, b, stride=(2, 1), padding=(1, 2), dilation=2),
+              lambda r: [r.standard_normal((1, 2, 3, 4)), r.standard_normal((2, 3, 3, 3)),
+                         r.standard_normal(3)])

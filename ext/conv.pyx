@@ -1,0 +1,191 @@
+"""CPU kernels for convolution and max pooling (built as minimrcnn._ext.conv).
+
+minimrcnn/functional/conv.py computes a convolution as GEMMs on "columns" (im2col):
+
+    cols[(c*kh + i)*kw + j, (ho - h0)*Wo + wo] = x[c, ho*sh - ph + i*dh, wo*sw - pw + j*dw]
+
+(zero where the index falls in the padding), for a band of output rows ho in [h0, h0 + rows).
+``im2col`` fills such a band and ``col2im`` is its adjoint (adds a band of columns back into
+the image). Both run over one image (C, H, W); the Python side loops over images and bands
+of rows, so that the full column matrix (hundreds of MB for a large image) is never held.
+
+These two run serially, on purpose: a band copy costs a few percent of the BLAS GEMM that
+follows it, and handing the cores back and forth between an OpenMP team and BLAS's own
+threads at every band cost more than the copy itself (measured on a 2-core machine: a loop of
+50 bands of copy + GEMM ran 2-6x slower with the copy on OpenMP than with a serial copy).
+
+``max_pool2d_forward`` / ``max_pool2d_backward`` are torch's max pooling on the CPU.
+
+Every kernel checks the shapes it is given before it indexes. The pooling kernels run over
+planes with OpenMP (prange) where the compiler has it, serially elsewhere.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, isnan
+
+__all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward"]
+
+# below this many inner iterations a kernel runs on one thread (starting a team costs more)
+cdef enum:
+    _PARALLEL_WORK = 1 << 16
+
+
+cdef inline Py_ssize_t _floordiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """floor(a / b) for b > 0 (C division truncates toward zero)."""
+    if a >= 0:
+        return a / b
+    return -((-a + b - 1) / b)
+
+
+cdef inline Py_ssize_t _first_valid(Py_ssize_t off, Py_ssize_t s, Py_ssize_t n) noexcept nogil:
+    """The first output o in [0, n] whose input o*s + off is >= 0, i.e. max(0, ceil(-off / s))."""
+    cdef Py_ssize_t a = -_floordiv(off, s)
+    return 0 if a < 0 else (n if a > n else a)
+
+
+cdef inline Py_ssize_t _end_valid(Py_ssize_t off, Py_ssize_t s, Py_ssize_t size, Py_ssize_t n,
+                                  Py_ssize_t lo) noexcept nogil:
+    """One past the last output o < n whose input o*s + off is < size (never below lo)."""
+    cdef Py_ssize_t b = _floordiv(size - 1 - off, s) + 1
+    if b > n:
+        b = n
+    return lo if b < lo else b
+
+
+def _check_geometry(str name, Py_ssize_t C, Py_ssize_t R, Py_ssize_t ncols, int kh, int kw,
+                    int sh, int sw, int dh, int dw, int Wo):
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or dh < 1 or dw < 1 or Wo < 1:
+        raise ValueError(f"{name}: kernel, stride, dilation and Wo must be >= 1, got kernel "
+                         f"({kh}, {kw}), stride ({sh}, {sw}), dilation ({dh}, {dw}), Wo {Wo}")
+    if R != C * kh * kw:
+        raise ValueError(f"{name}: cols has {R} rows but C*kh*kw = {C}*{kh}*{kw} = {C * kh * kw}")
+    if ncols % Wo != 0:
+        raise ValueError(f"{name}: cols has {ncols} columns, not a whole number of rows of Wo={Wo}")
+
+
+def im2col(const floating[:, :, ::1] x, floating[:, ::1] cols, int kh, int kw, int sh, int sw,
+           int ph, int pw, int dh, int dw, int h0, int Wo):
+    """Fill ``cols`` (C*kh*kw, rows*Wo) with the patches of output rows [h0, h0 + rows) of x (C, H, W)."""
+    cdef Py_ssize_t C = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t R = cols.shape[0]
+    _check_geometry("im2col", C, R, cols.shape[1], kh, kw, sh, sw, dh, dw, Wo)
+    cdef Py_ssize_t rows = cols.shape[1] // Wo
+    cdef Py_ssize_t r, c, i, j, t, wo, lo, hi, hin, off
+    cdef const floating* src
+    cdef floating* dst
+    with nogil:
+      for r in range(R):
+        c = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        off = j * dw - pw
+        lo = _first_valid(off, sw, Wo)
+        hi = _end_valid(off, sw, W, Wo, lo)
+        for t in range(rows):
+            hin = (h0 + t) * sh - ph + i * dh
+            dst = &cols[r, 0] + t * Wo
+            if hin < 0 or hin >= H:
+                for wo in range(Wo):
+                    dst[wo] = 0
+                continue
+            src = &x[c, hin, 0]
+            for wo in range(lo):
+                dst[wo] = 0
+            if sw == 1:
+                for wo in range(lo, hi):
+                    dst[wo] = src[wo + off]
+            else:
+                for wo in range(lo, hi):
+                    dst[wo] = src[wo * sw + off]
+            for wo in range(hi, Wo):
+                dst[wo] = 0
+
+
+def col2im(const floating[:, ::1] cols, floating[:, :, ::1] x, int kh, int kw, int sh, int sw,
+           int ph, int pw, int dh, int dw, int h0, int Wo):
+    """Adjoint of im2col: x[c, ho*sh - ph + i*dh, wo*sw - pw + j*dw] += cols[(c*kh + i)*kw + j, ...]."""
+    cdef Py_ssize_t C = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t R = cols.shape[0]
+    _check_geometry("col2im", C, R, cols.shape[1], kh, kw, sh, sw, dh, dw, Wo)
+    cdef Py_ssize_t rows = cols.shape[1] // Wo
+    cdef Py_ssize_t r, c, i, j, t, wo, lo, hi, hin, off
+    cdef const floating* src
+    cdef floating* dst
+    with nogil:
+      for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                off = j * dw - pw
+                lo = _first_valid(off, sw, Wo)
+                hi = _end_valid(off, sw, W, Wo, lo)
+                for t in range(rows):
+                    hin = (h0 + t) * sh - ph + i * dh
+                    if hin < 0 or hin >= H:
+                        continue
+                    src = &cols[r, 0] + t * Wo
+                    dst = &x[c, hin, 0]
+                    if sw == 1:
+                        for wo in range(lo, hi):
+                            dst[wo + off] += src[wo]
+                    else:
+                        for wo in range(lo, hi):
+                            dst[wo * sw + off] += src[wo]
+
+
+def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, int[:, :, ::1] argmax,
+                       int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw):
+    """y[p, ho, wo] = max over the window of x[p] (padding is -inf); argmax = flat index hin*W + win.
+
+    The first maximum in row-major window order wins; a NaN wins over any number (as in torch).
+    """
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t Ho = y.shape[1], Wo = y.shape[2]
+    if y.shape[0] != P or argmax.shape[0] != P or argmax.shape[1] != Ho or argmax.shape[2] != Wo:
+        raise ValueError(f"max_pool2d_forward: y {tuple(y.shape)[:3]} and argmax "
+                         f"{tuple(argmax.shape)[:3]} must both be ({P}, Ho, Wo)")
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or dh < 1 or dw < 1:
+        raise ValueError("max_pool2d_forward: kernel, stride and dilation must be >= 1")
+    if H * W >= 2 ** 31:
+        raise ValueError(f"max_pool2d_forward: a plane of {H}x{W} is too large for int32 indices")
+    cdef Py_ssize_t p, ho, wo, i, j, hin, win, best_idx
+    cdef floating v, best
+    cdef bint parallel = P * Ho * Wo * kh * kw >= _PARALLEL_WORK
+    for p in prange(P, nogil=True, schedule="static", use_threads_if=parallel):
+        for ho in range(Ho):
+            for wo in range(Wo):
+                best = -INFINITY
+                best_idx = -1
+                for i in range(kh):
+                    hin = ho * sh - ph + i * dh
+                    if hin < 0 or hin >= H:
+                        continue
+                    for j in range(kw):
+                        win = wo * sw - pw + j * dw
+                        if win < 0 or win >= W:
+                            continue
+                        v = x[p, hin, win]
+                        if best_idx < 0 or v > best or isnan(v):
+                            best = v
+                            best_idx = hin * W + win
+                y[p, ho, wo] = best
+                argmax[p, ho, wo] = best_idx
+
+
+def max_pool2d_backward(const floating[:, :, ::1] gy, const int[:, :, ::1] argmax,
+                        floating[:, :, ::1] gx):
+    """gx[p].flat[argmax[p, ho, wo]] += gy[p, ho, wo] (gx zeroed by the caller)."""
+    cdef Py_ssize_t P = gx.shape[0], HW = gx.shape[1] * gx.shape[2]
+    cdef Py_ssize_t Ho = gy.shape[1], Wo = gy.shape[2]
+    if gy.shape[0] != P or argmax.shape[0] != P or argmax.shape[1] != Ho or argmax.shape[2] != Wo:
+        raise ValueError("max_pool2d_backward: gy, argmax and gx disagree in shape")
+    cdef Py_ssize_t p, ho, wo, k, Wg = gx.shape[2]
+    cdef floating* dst
+    cdef bint parallel = P * Ho * Wo >= _PARALLEL_WORK
+    for p in prange(P, nogil=True, schedule="static", use_threads_if=parallel):
+        dst = &gx[p, 0, 0]
+        for ho in range(Ho):
+            for wo in range(Wo):
+                k = argmax[p, ho, wo]
+                if k >= 0 and k < HW:
+                    dst[k] += gy[p, ho, wo]
