@@ -56,6 +56,15 @@ def cmd_gradcheck(args):
     return 1 if failed else 0
 
 
+def cmd_convert(args):
+    """Convert a torchvision Mask R-CNN / Keypoint R-CNN .pth checkpoint into minimrcnn's .npz
+    (old and new torchvision key names accepted; needs torch for this step only)."""
+    from .weights import convert_torchvision_checkpoint
+    n = convert_torchvision_checkpoint(args.pth, args.out)
+    print(f"wrote {n} arrays to {args.out}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minimrcnn",
                                      description="minimrcnn: Mask R-CNN from scratch, for teaching")
@@ -67,6 +76,12 @@ def main(argv=None):
     p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
                    help="backends to check: cpu, cuda (needs CuPy and a GPU), or all available (default)")
     p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("convert", help="torchvision .pth checkpoint -> minimrcnn .npz",
+                       description=cmd_convert.__doc__)
+    p.add_argument("pth", help="a torchvision state dict saved with torch.save")
+    p.add_argument("out", help="the .npz file to write (atomically)")
+    p.set_defaults(func=cmd_convert)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -42,6 +42,7 @@ class Config:
     width_per_group: int = 64               # ResNeXt bottleneck width (8 for 32x8d)
     stride_in_1x1: bool = False             # Detectron/MSRA: stride on the first 1x1, not the 3x3
     norm: str = "frozen_bn"                 # "frozen_bn" | "bn" | "gn"
+    frozen_bn_eps: float = 1e-5             # torchvision's COCO weights were trained with 0.0
     trainable_layers: int = 3               # counted from res5 down, as torchvision (0..5)
     features: str = "fpn"                   # "fpn" | "c4" | "c5" (Table 2d)
     classroom_widths: tuple = (16, 32, 64, 128)   # output width / 4 of each stage res2..res5
@@ -127,6 +128,8 @@ class Config:
             raise ConfigError(f"config key 'anchor_sizes' needs one tuple per FPN level (5), got {self.anchor_sizes!r}")
         if self.features == "fpn" and self.box_head == "res5":
             raise ConfigError("config key 'box_head': 'res5' goes with features='c4' (Figure 4 left), not 'fpn'")
+        if not isinstance(self.frozen_bn_eps, (int, float)) or self.frozen_bn_eps < 0:
+            raise ConfigError(f"config key 'frozen_bn_eps' must be a number >= 0, got {self.frozen_bn_eps!r}")
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ConfigError(f"config keys 'image_mean'/'image_std' need 3 values, got {self.image_mean!r}, {self.image_std!r}")
 
@@ -148,7 +151,8 @@ def _apply(cfg, overrides):
     return Config(**values)
 
 
-_TV = dict(name="tv_r50_fpn")
+# torchvision loads its COCO_V1 weights with FrozenBatchNorm2d eps = 0 (overwrite_eps)
+_TV = dict(name="tv_r50_fpn", frozen_bn_eps=0.0)
 _PAPER = dict(num_classes=81, min_size=800, max_size=1333, pooler_sampling_ratio=2)
 _CLASSROOM = dict(backbone="classroom", norm="gn", trainable_layers=5, min_size=256, max_size=320,
                   fpn_channels=64, box_head_dim=256, mask_head_layers=(64, 64), num_classes=4,
@@ -159,11 +163,12 @@ _CLASSROOM = dict(backbone="classroom", norm="gn", trainable_layers=5, min_size=
 
 PRESETS = {
     "tv_r50_fpn": _TV,
-    "tv_keypoint_r50_fpn": dict(name="tv_keypoint_r50_fpn", num_classes=2, mask_on=False, keypoint_on=True,
+    "tv_keypoint_r50_fpn": dict(_TV, name="tv_keypoint_r50_fpn", num_classes=2, mask_on=False, keypoint_on=True,
                                 min_size=800),
     "paper_r50_c4": dict(_PAPER, name="paper_r50_c4", features="c4", box_head="res5", box_pooler_resolution=7,
                          anchor_sizes=((32, 64, 128, 256, 512),), rpn_pre_nms_top_n_train=12000,
-                         rpn_pre_nms_top_n_test=6000, rpn_post_nms_top_n_test=1000, box_head_dim=2048),
+                         rpn_pre_nms_top_n_test=6000, rpn_post_nms_top_n_test=300, box_head_dim=2048,
+                         box_batch_size_per_image=64),   # Section 3.1: N = 64 RoIs and 300 test proposals for C4
     "paper_r50_fpn": dict(_PAPER, name="paper_r50_fpn"),
     "paper_r101_fpn": dict(_PAPER, name="paper_r101_fpn", depth=101),
     "paper_x101_fpn": dict(_PAPER, name="paper_x101_fpn", depth=101, groups=32, width_per_group=8,
