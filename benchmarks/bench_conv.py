@@ -14,31 +14,13 @@ medians of several repeats are compared; re-run before trusting a single ratio.
 """
 import argparse
 import math
-import os
-import time
 
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+from common import blas_threads, median_times  # noqa: E402  (also puts the checkout on the path)
 from minimrcnn.autograd import Tensor, no_grad  # noqa: E402
 from minimrcnn.functional.conv import conv2d  # noqa: E402
-
-
-def blas_threads():
-    """The number of threads NumPy's BLAS uses (threadpoolctl if present, else the env/CPUs)."""
-    try:
-        from threadpoolctl import threadpool_info
-        for pool in threadpool_info():
-            if pool.get("user_api") == "blas":
-                return int(pool["num_threads"])
-    except ImportError:
-        pass
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def resnet50_fpn_convs(height, width):
@@ -73,20 +55,6 @@ def resnet50_fpn_convs(height, width):
         h, w = size(2 ** stage)
         rows.append((f"fpn output P{stage}", 256, 256, 3, 1, 1, h, w))
     return rows
-
-
-def median_times(fns, repeats):
-    """Median seconds of each function; the functions take turns, so that a burst of load on
-    a shared machine hits all of them rather than one."""
-    for fn in fns:
-        fn()                              # warm-up (allocations, thread pools)
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, t in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            t.append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
 
 
 def bench_shape(torch, cin, cout, k, stride, pad, h, w, repeats, rng):

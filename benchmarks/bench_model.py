@@ -35,28 +35,14 @@ import time
 
 import numpy as np
 
-import minimrcnn as mr
+from common import blas_threads  # noqa: E402  (also puts the checkout on the path)
+
+import minimrcnn as mr  # noqa: E402
 from minimrcnn.config import get_config
 from minimrcnn.models import build_model
 from minimrcnn.weights import load_state_dict_file, load_weights, save_weights
 
 
-def blas_threads():
-    """The number of threads NumPy's BLAS uses (threadpoolctl if present, else env / CPUs)."""
-    try:
-        from threadpoolctl import threadpool_info
-        for pool in threadpool_info():
-            if pool.get("user_api") == "blas":
-                return int(pool["num_threads"])
-    except ImportError:
-        pass
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-# ---- peak memory -------------------------------------------------------------------------------
 def _status_kb(field):
     with open("/proc/self/status") as f:
         for line in f:

@@ -9,14 +9,10 @@ the ratios ours / reference measured in the same run (torch is limited to one th
 The kept indices of all implementations are checked to be equal.
 """
 import argparse
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run from a checkout
+from common import median_time  # noqa: E402  (also puts the checkout on the path)
 from minimrcnn import ops  # noqa: E402
 
 
@@ -33,15 +29,6 @@ def make_boxes(n, layout="random", seed=0, dtype=np.float32):
         ctr = obj_ctr[which] + rng.normal(0, 0.1, (n, 2)) * obj_wh[which]
     boxes = np.concatenate([ctr - wh / 2, ctr + wh / 2], axis=1).clip(0, [1216, 800, 1216, 800])
     return boxes.astype(dtype), rng.random(n).astype(dtype)
-
-
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main():

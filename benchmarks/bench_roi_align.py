@@ -11,13 +11,10 @@ ours / reference and ours / torchvision (when torchvision is importable here; ot
 The three results are also compared, so a fast wrong kernel cannot pass unnoticed.
 """
 import argparse
-import os
-import sys
-import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from common import median_time  # noqa: E402  (also puts the checkout on the path)
 
 from minimrcnn import Tensor  # noqa: E402
 from minimrcnn.ops import roi_align, roi_align_reference, roi_align_reference_backward  # noqa: E402
@@ -31,16 +28,6 @@ def make_inputs(num_rois, seed=0):
     y1 = rng.uniform(0, 800 - size[:, 1])
     rois = np.stack([np.zeros(num_rois), x1, y1, x1 + size[:, 0], y1 + size[:, 1]], 1)
     return features, rois.astype(np.float32)
-
-
-def median_time(fn, repeat):
-    fn()                                  # warm-up (and the first-call imports)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def bench_ours(features, rois, size, repeat):

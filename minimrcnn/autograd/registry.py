@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import get_array_module, to_device
+from ..backend import to_device
 from .gradcheck import gradcheck
 from .tensor import Function, Tensor
 

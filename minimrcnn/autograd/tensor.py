@@ -100,7 +100,7 @@ class Tensor:
             if data.dtype == np.float64:
                 data = data.astype(np.float32)
         if data.dtype == object:
-            raise TypeError(f"Tensor data must be numeric, got an array of dtype object")
+            raise TypeError("Tensor data must be numeric, got an array of dtype object")
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"only floating tensors can require grad, got dtype {data.dtype}")
         self.data = data

@@ -303,19 +303,6 @@ class _CPU:
                 kernels.im2col(x[n], cols, kh, kw, *stride, *padding, *dilation, h0, Wo)
                 gw += _matmul_abt(gy[n, :, :, h0 * Wo: h1 * Wo], cols.reshape(G, K, -1))
         return gw.reshape(O, Cg, kh, kw)
-        kernels = cls._kernels()
-        x = np.ascontiguousarray(x)
-        bands, rows = cls._bands(Ho, Wo, G * K, cls.band_bytes, x.itemsize)
-        buf = _scratch(G * K * rows * Wo, x.dtype)
-        part = np.empty((G, K, Og), dtype=gy.dtype)
-        for n in range(N):
-            for h0, h1 in bands:
-                cols = buf[:G * K * (h1 - h0) * Wo].reshape(G * K, -1)
-                kernels.im2col(x[n], cols, kh, kw, *stride, *padding, *dilation, h0, Wo)
-                gy_t = gy[n, :, :, h0 * Wo: h1 * Wo].transpose(0, 2, 1)          # (G, band, Og)
-                np.matmul(cols.reshape(G, K, -1), gy_t, out=part)
-                gw_t += part
-        return np.ascontiguousarray(gw_t.transpose(0, 2, 1)).reshape(O, Cg, kh, kw)
 
 
 def _use_cpu(a):

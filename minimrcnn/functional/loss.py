@@ -178,7 +178,6 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
             raise ValueError(f"{name}: weight has shape {tuple(weight.shape)} but input has "
                              f"{num_classes} classes; expected ({num_classes},)")
     t = as_array(target)
-    xp = get_array_module(t)
     bad = (t != ignore_index) & ((t < 0) | (t >= num_classes))
     if bool(bad.any()):
         value = int(t[bad].reshape(-1)[0])
