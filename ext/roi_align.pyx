@@ -35,16 +35,7 @@ ctypedef fused floating:
     float
     double
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int minimrcnn_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int minimrcnn_max_threads(void) { return 1; }
-    #endif
-    """
-    int minimrcnn_max_threads() nogil
+include "_parallel.pxi"
 
 # A single RoI may not ask for more bilinear samples than this (adaptive sampling on an absurdly
 # large box would otherwise allocate gigabytes for its pre_calc table).

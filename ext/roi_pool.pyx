@@ -30,16 +30,7 @@ ctypedef fused floating:
     float
     double
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int minimrcnn_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int minimrcnn_max_threads(void) { return 1; }
-    #endif
-    """
-    int minimrcnn_max_threads() nogil
+include "_parallel.pxi"
 
 # |round(coordinate * spatial_scale)| must stay below this, so that integer bin arithmetic
 # cannot overflow

@@ -289,11 +289,12 @@ def expand_masks(mask, padding):
     return xp.pad(mask, pad), scale
 
 
-def paste_mask_in_image(mask, box, im_h, im_w):
+def paste_mask_in_image(mask, box, im_h, im_w, out=None):
     """One (S, S) mask into an (im_h, im_w) image at the integer box [x1, y1, x2, y2].
 
     The mask is resized bilinearly (align_corners=False) to the box's (y2 - y1 + 1) x
     (x2 - x1 + 1) pixels and copied in, clipped to the image (torchvision's paste_mask_in_image).
+    ``out``: an (im_h, im_w) array of zeros to paste into (a new one when None).
     """
     xp = get_array_module(mask)
     x1, y1, x2, y2 = (int(v) for v in box)
@@ -302,7 +303,7 @@ def paste_mask_in_image(mask, box, im_h, im_w):
     with no_grad():
         resized = F.interpolate(Tensor(mask[None, None]), size=(h, w), mode="bilinear",
                                 align_corners=False).data[0, 0]                 # (h, w)
-    im_mask = xp.zeros((im_h, im_w), dtype=mask.dtype)
+    im_mask = xp.zeros((im_h, im_w), dtype=mask.dtype) if out is None else out
     x_0, x_1 = max(x1, 0), min(x2 + 1, im_w)
     y_0, y_1 = max(y1, 0), min(y2 + 1, im_h)
     if x_1 > x_0 and y_1 > y_0:
@@ -331,8 +332,7 @@ def paste_masks_in_image(masks, boxes, img_shape, padding=1):
     if boxes.dtype.kind != "f":
         boxes = boxes.astype(np.float32)
     boxes = expand_boxes(boxes, scale).astype(np.int64)              # truncation toward 0, as .to(int64)
-    boxes = boxes.tolist()
-    res = [paste_mask_in_image(m[0], b, im_h, im_w) for m, b in zip(masks, boxes)]
-    if not res:
-        return xp.zeros((0, 1, im_h, im_w), dtype=masks.dtype)
-    return xp.stack(res, axis=0)[:, None]
+    pasted = xp.zeros((len(masks), 1, im_h, im_w), dtype=masks.dtype)   # written in place
+    for m, b, out in zip(masks, boxes.tolist(), pasted):
+        paste_mask_in_image(m[0], b, im_h, im_w, out=out[0])
+    return pasted
