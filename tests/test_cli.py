@@ -35,3 +35,17 @@ def test_cpu_backend_without_cupy():
     assert to_device(x, "cpu") is x or np.shares_memory(to_device(x, "cpu"), x)
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda', got 'tpu'"):
         to_device(x, "tpu")
+
+
+def test_convert_cli_turns_a_torch_checkpoint_into_npz(tmp_path):
+    torch = pytest.importorskip("torch")
+    from minimrcnn.weights import load_state_dict_file
+    state = {"rpn.head.conv.weight": torch.randn(4, 4, 3, 3),        # old torchvision name
+             "backbone.body.bn1.num_batches_tracked": torch.tensor(3)}
+    torch.save({"model": state}, tmp_path / "ckpt.pth")
+    r = run_cli("convert", str(tmp_path / "ckpt.pth"), str(tmp_path / "out.npz"))
+    assert r.returncode == 0, r.stderr
+    arrays, meta = load_state_dict_file(tmp_path / "out.npz")
+    assert meta["source"] == "ckpt.pth"
+    np.testing.assert_array_equal(arrays["rpn.head.conv.0.0.weight"], state["rpn.head.conv.weight"].numpy())
+    assert "rpn.head.conv.weight" not in arrays
