@@ -1,13 +1,16 @@
-"""conv2d speed against torch, at the shapes of ResNet-50-FPN on one 800x1216 image (float32).
+"""conv2d speed against torch, at the shapes of ResNet-50-FPN on one 800x1216 image (float32),
+and at the shapes of the RoI heads (hundreds of 7x7 or 14x14 images: the packed path).
 
 For each convolution of the backbone and the FPN it prints the median time of our
 ``minimrcnn.functional.conv2d`` and of ``torch.nn.functional.conv2d`` (same process, same
 inputs, torch limited to the number of threads NumPy's BLAS uses), for the forward pass and
 for forward + backward (gradients of input, weight and bias), and the ratio ours / torch.
-The last lines give the geometric means of the ratios (the goal: <= 1.5 for forward+backward).
+Each section ends with the geometric means of its ratios (the goal: <= 1.5 for
+forward+backward).
 
     python benchmarks/bench_conv.py              # full size, 5 repeats (a few minutes)
     python benchmarks/bench_conv.py --quick      # 400x608 image, every other shape, 3 repeats
+    python benchmarks/bench_conv.py --only head  # the RoI heads only (--only filters by name)
 
 The machine may be shared: the two libraries run alternately, shape by shape, and the
 medians of several repeats are compared; re-run before trusting a single ratio.
@@ -57,12 +60,20 @@ def resnet50_fpn_convs(height, width):
     return rows
 
 
-def bench_shape(torch, cin, cout, k, stride, pad, h, w, repeats, rng):
-    x = rng.standard_normal((1, cin, h, w), dtype=np.float32)
+def roi_head_convs():
+    """(name, N, C_in, C_out, kernel, stride, padding, H_in, W_in) of RoI-head convolutions:
+    many small images, which _CPU packs several to a GEMM."""
+    return [("mask head 3x3", 128, 256, 256, 3, 1, 1, 14, 14),
+            ("keypoint head 3x3", 64, 512, 512, 3, 1, 1, 14, 14),
+            ("7x7 RoI head 3x3", 512, 256, 256, 3, 1, 1, 7, 7)]
+
+
+def bench_shape(torch, cin, cout, k, stride, pad, h, w, repeats, rng, n=1):
+    x = rng.standard_normal((n, cin, h, w), dtype=np.float32)
     wt = (rng.standard_normal((cout, cin, k, k), dtype=np.float32) / math.sqrt(cin * k * k))
     b = rng.standard_normal(cout, dtype=np.float32)
     ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    gy = rng.standard_normal((1, cout, ho, wo), dtype=np.float32)
+    gy = rng.standard_normal((n, cout, ho, wo), dtype=np.float32)
 
     ours_x, ours_w, ours_b = (Tensor(a, requires_grad=True) for a in (x, wt, b))
     tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, wt, b))
@@ -109,24 +120,38 @@ def main(argv=None):
         shapes = [s for s in shapes if args.only in s[0]]
     elif args.quick:
         shapes = shapes[::2]
-    print(f"conv2d float32, image {height}x{width}, batch 1, {threads} threads (BLAS and torch), "
-          f"median of {repeats}; times in ms, ratio = ours / torch")
-    print(f"{'shape':<22}{'C_in':>5}{'C_out':>6}{'k/s':>5}{'H x W':>11} | {'fwd':>7}{'torch':>7}"
-          f"{'ratio':>6} | {'f+b':>7}{'torch':>7}{'ratio':>6}")
+    print(f"conv2d float32, image {height}x{width} (batch 1; RoI heads: N small images), "
+          f"{threads} threads (BLAS and torch), median of {repeats}; times in ms, "
+          f"ratio = ours / torch")
+    header = (f"{'C_in':>5}{'C_out':>6}{'k/s':>5}{'H x W':>11} | {'fwd':>7}{'torch':>7}{'ratio':>6}"
+              f" | {'f+b':>7}{'torch':>7}{'ratio':>6}")
     rng = np.random.default_rng(0)
-    fwd_ratios, fb_ratios = [], []
-    for name, cin, cout, k, stride, pad, h, w in shapes:
-        of, tf, ofb, tfb = bench_shape(torch, cin, cout, k, stride, pad, h, w, repeats, rng)
-        fwd_ratios.append(of / tf)
-        fb_ratios.append(ofb / tfb)
-        print(f"{name:<22}{cin:>5}{cout:>6}{f'{k}/{stride}':>5}{f'{h}x{w}':>11} | "
-              f"{of * 1e3:7.1f}{tf * 1e3:7.1f}{of / tf:6.2f} | {ofb * 1e3:7.1f}{tfb * 1e3:7.1f}"
-              f"{ofb / tfb:6.2f}", flush=True)
+
+    def section(title, rows):
+        """Time each (name, N, C_in, C_out, k, stride, pad, H, W); print a line each and the means."""
+        if not rows:
+            return
+        print(f"{title or 'shape':<22}{header}")
+        fwd_ratios, fb_ratios = [], []
+        for name, n, cin, cout, k, stride, pad, h, w in rows:
+            of, tf, ofb, tfb = bench_shape(torch, cin, cout, k, stride, pad, h, w, repeats, rng, n)
+            fwd_ratios.append(of / tf)
+            fb_ratios.append(ofb / tfb)
+            size = f"{h}x{w}" if n == 1 else f"{n}x{h}x{w}"
+            print(f"{name:<22}{cin:>5}{cout:>6}{f'{k}/{stride}':>5}{size:>11} | "
+                  f"{of * 1e3:7.1f}{tf * 1e3:7.1f}{of / tf:6.2f} | {ofb * 1e3:7.1f}{tfb * 1e3:7.1f}"
+                  f"{ofb / tfb:6.2f}", flush=True)
+        print(f"geometric mean ratio: forward {gmean(fwd_ratios):.2f}, "
+              f"forward+backward {gmean(fb_ratios):.2f} (goal <= 1.5)")
 
     def gmean(r):
         return math.exp(sum(math.log(v) for v in r) / len(r))
-    print(f"geometric mean ratio: forward {gmean(fwd_ratios):.2f}, "
-          f"forward+backward {gmean(fb_ratios):.2f} (goal <= 1.5)")
+
+    section("", [(name, 1, *rest) for name, *rest in shapes])
+    roi = roi_head_convs()
+    if args.only:
+        roi = [s for s in roi if args.only in s[0]]
+    section("RoI heads (N x H x W)", roi)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ minimrcnn/functional/conv.py computes a convolution as GEMMs on "columns" (im2co
 ``im2col`` fills such a band and ``col2im`` is its adjoint (adds a band of columns back into
 the image). Both run over one image (C, H, W); the Python side loops over images and bands
 of rows, so that the full column matrix (hundreds of MB for a large image) is never held.
+``cols`` may be a column slice of a larger matrix (rows strided, each row contiguous): the
+Python side packs the columns of several small images side by side into one matrix.
 
 These two run serially, on purpose: a band copy costs a few percent of the BLAS GEMM that
 follows it, and handing the cores back and forth between an OpenMP team and BLAS's own
@@ -63,12 +65,22 @@ def _check_geometry(str name, Py_ssize_t C, Py_ssize_t R, Py_ssize_t ncols, int 
         raise ValueError(f"{name}: cols has {ncols} columns, not a whole number of rows of Wo={Wo}")
 
 
-def im2col(const floating[:, :, ::1] x, floating[:, ::1] cols, int kh, int kw, int sh, int sw,
+def _check_rows_contiguous(str name, Py_ssize_t ncols, Py_ssize_t stride, Py_ssize_t itemsize):
+    if ncols > 1 and stride != itemsize:
+        raise ValueError(f"{name}: each row of cols must be contiguous, got a column stride "
+                         f"of {stride} bytes for {itemsize}-byte items")
+
+
+def im2col(const floating[:, :, ::1] x, floating[:, :] cols, int kh, int kw, int sh, int sw,
            int ph, int pw, int dh, int dw, int h0, int Wo):
-    """Fill ``cols`` (C*kh*kw, rows*Wo) with the patches of output rows [h0, h0 + rows) of x (C, H, W)."""
+    """Fill ``cols`` (C*kh*kw, rows*Wo) with the patches of output rows [h0, h0 + rows) of x (C, H, W).
+
+    ``cols`` may be strided between rows (a column slice of a wider matrix); each row is contiguous.
+    """
     cdef Py_ssize_t C = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t R = cols.shape[0]
     _check_geometry("im2col", C, R, cols.shape[1], kh, kw, sh, sw, dh, dw, Wo)
+    _check_rows_contiguous("im2col", cols.shape[1], cols.strides[1], sizeof(floating))
     cdef Py_ssize_t rows = cols.shape[1] // Wo
     cdef Py_ssize_t r, c, i, j, t, wo, lo, hi, hin, off
     cdef const floating* src
@@ -101,12 +113,13 @@ def im2col(const floating[:, :, ::1] x, floating[:, ::1] cols, int kh, int kw, i
                 dst[wo] = 0
 
 
-def col2im(const floating[:, ::1] cols, floating[:, :, ::1] x, int kh, int kw, int sh, int sw,
+def col2im(const floating[:, :] cols, floating[:, :, ::1] x, int kh, int kw, int sh, int sw,
            int ph, int pw, int dh, int dw, int h0, int Wo):
     """Adjoint of im2col: x[c, ho*sh - ph + i*dh, wo*sw - pw + j*dw] += cols[(c*kh + i)*kw + j, ...]."""
     cdef Py_ssize_t C = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t R = cols.shape[0]
     _check_geometry("col2im", C, R, cols.shape[1], kh, kw, sh, sw, dh, dw, Wo)
+    _check_rows_contiguous("col2im", cols.shape[1], cols.strides[1], sizeof(floating))
     cdef Py_ssize_t rows = cols.shape[1] // Wo
     cdef Py_ssize_t r, c, i, j, t, wo, lo, hi, hin, off
     cdef const floating* src

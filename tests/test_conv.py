@@ -197,6 +197,120 @@ def test_conv2d_gradient_only_where_required():
     assert x.grad is None and w.grad.shape == (3, 2, 3, 3)
 
 
+# ---- several small images per GEMM (the packed path of _CPU) --------------------------------
+# (N, C, H, W), (O, kh, kw), stride, padding, dilation, groups
+PACKED_CASES = [
+    ((5, 4, 6, 5), (6, 3, 3), 1, 1, 1, 1),                  # RoI-head-like 3x3, padding 1
+    ((5, 4, 7, 6), (6, 3, 3), 2, 1, 1, 2),                  # stride 2, groups
+    ((5, 3, 7, 8), (4, 3, 2), (1, 2), (2, 0), (2, 1), 1),   # dilation, uneven everything
+    ((5, 6, 4, 3), (6, 3, 3), 1, 1, 1, 6),                  # depthwise
+    ((5, 6, 4, 3), (9, 1, 1), 1, 0, 1, 3),                  # 1x1 pointwise (packed copies), groups
+    ((5, 4, 5, 5), (6, 1, 1), 2, 0, 1, 1),                  # 1x1 stride 2 (im2col)
+]
+
+
+def _packed_budget(case, dtype):
+    """A band_bytes that packs exactly two images per GEMM (so: 2, 2, 1 images for N = 5)."""
+    (N, C, H, W), (O, kh, kw), stride, padding, dilation, groups = case
+    Ho, Wo = conv_module._conv_out_hw(H, W, kh, kw, _pair(stride), _pair(padding), _pair(dilation))
+    return 2 * (C * kh * kw + O) * Ho * Wo * np.dtype(dtype).itemsize
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("budget", ["all", "pairs"])
+@pytest.mark.parametrize("case", PACKED_CASES, ids=lambda c: f"{c[0]}-{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}-g{c[5]}")
+def test_conv2d_packed_images_match_reference(case, budget, dtype, monkeypatch):
+    """The compiled path with several images per GEMM (all in one, or two per GEMM and a last
+    lone one) gives _Reference's forward, grad_input and grad_weight."""
+    xs, (O, kh, kw), stride, padding, dilation, groups = case
+    args = _pair(stride), _pair(padding), _pair(dilation), groups
+    if budget == "pairs":
+        for name in ("band_bytes", "grad_input_pack_bytes"):
+            monkeypatch.setattr(conv_module._CPU, name, _packed_budget(case, dtype))
+    cpu, ref = conv_module._CPU, conv_module._Reference
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((O, xs[1] // groups, kh, kw)).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype)
+    y_ref = ref.forward(x, w, *args) + b.reshape(1, -1, 1, 1)
+    Ho, Wo = y_ref.shape[2:]
+    units = cpu._units(xs[0], Ho, Wo, xs[1] * kh * kw, O, x.itemsize, cpu.band_bytes)[0]
+    assert [n1 - n0 for n0, n1, _, _ in units] == ([5] if budget == "all" else [2, 2, 1])
+    gy = rng.standard_normal(y_ref.shape).astype(dtype)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+
+    y = cpu.forward(x, w, b, *args)
+    gx = cpu.grad_input(gy, w, xs, *args)
+    gw = cpu.grad_weight(gy, x, (kh, kw), *args)
+    assert y.dtype == gx.dtype == gw.dtype == dtype
+    np.testing.assert_allclose(y, y_ref, **tol)
+    np.testing.assert_allclose(gx, ref.grad_input(gy, w, xs, *args), **tol)
+    np.testing.assert_allclose(gw, ref.grad_weight(gy, x, (kh, kw), *args), **tol)
+
+
+@pytest.mark.parametrize("budget", ["all", "tiny"])
+def test_conv_transpose2d_packed_images_match_reference(budget, monkeypatch):
+    """conv_transpose2d runs the same three products: several images per GEMM, or (tiny
+    budget) one image per GEMM in one-row bands, both equal to the reference path."""
+    if budget == "tiny":
+        for name in ("band_bytes", "grad_input_pack_bytes", "min_band_columns"):
+            monkeypatch.setattr(conv_module._CPU, name, 1)
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal((6, 4, 4, 3)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(6)
+    results = []
+    for use_cpu in (True, False):
+        with monkeypatch.context() as m:
+            m.setattr(conv_module, "_use_cpu", lambda a, use_cpu=use_cpu: use_cpu)
+            X, Wt, B = (Tensor(a, requires_grad=True) for a in (x, w, b))
+            y = conv_transpose2d(X, Wt, B, stride=2, padding=1, output_padding=1, groups=2,
+                                 dilation=1)
+            y.backward(np.cos(np.arange(y.data.size)).reshape(y.shape))
+            results.append((y.data, X.grad, Wt.grad, B.grad))
+    for a, b_ in zip(*results):
+        np.testing.assert_allclose(a, b_, rtol=1e-11, atol=1e-11)
+
+
+def test_conv2d_pointwise_bands_match_reference(monkeypatch):
+    """A 1x1 convolution of one image done in bands of rows (tiny budget) is still exact."""
+    monkeypatch.setattr(conv_module._CPU, "band_bytes", 1)
+    monkeypatch.setattr(conv_module._CPU, "min_band_columns", 1)
+    cpu, ref = conv_module._CPU, conv_module._Reference
+    rng = np.random.default_rng(7)
+    x, w, gy = rng.standard_normal((1, 4, 5, 3)), rng.standard_normal((6, 4, 1, 1)), rng.standard_normal((1, 6, 5, 3))
+    args = (1, 1), (0, 0), (1, 1), 1
+    assert len(cpu._units(1, 5, 3, 4, 6, 8, 1)[0]) == 5          # one unit per row
+    np.testing.assert_allclose(cpu.forward(x, w, None, *args), ref.forward(x, w, *args), rtol=1e-12)
+    np.testing.assert_allclose(cpu.grad_input(gy, w, x.shape, *args), ref.grad_input(gy, w, x.shape, *args),
+                               rtol=1e-12)
+    np.testing.assert_allclose(cpu.grad_weight(gy, x, (1, 1), *args), ref.grad_weight(gy, x, (1, 1), *args),
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_write_a_column_slice(dtype):
+    """im2col fills exactly the column slice it is given (rows strided, each row contiguous)
+    and col2im reads exactly that slice; a slice whose rows are not contiguous is refused."""
+    from minimrcnn._ext import conv as kernels
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 5, 4)).astype(dtype)
+    geometry = (3, 3, 1, 2, 1, 1, 1, 1, 0, 2)                      # kh kw sh sw ph pw dh dw h0 Wo
+    alone = np.zeros((18, 10), dtype)
+    kernels.im2col(x, alone, *geometry)
+    wide = np.full((18, 30), -7.0, dtype)
+    kernels.im2col(x, wide[:, 10:20], *geometry)
+    np.testing.assert_array_equal(wide[:, 10:20], alone)
+    assert (wide[:, :10] == -7).all() and (wide[:, 20:] == -7).all()
+
+    gx_alone, gx_wide = np.zeros_like(x), np.zeros_like(x)
+    kernels.col2im(alone, gx_alone, *geometry)
+    kernels.col2im(wide[:, 10:20], gx_wide, *geometry)
+    np.testing.assert_array_equal(gx_wide, gx_alone)
+    with pytest.raises(ValueError, match="each row of cols must be contiguous"):
+        kernels.im2col(x, wide[:, ::3], *geometry)
+    with pytest.raises(ValueError, match="each row of cols must be contiguous"):
+        kernels.col2im(wide[:, ::3], gx_wide, *geometry)
+
+
 # ---- conv_transpose2d ------------------------------------------------------------------------
 # (N, C_in, H, W), (C_out/groups, kh, kw), stride, padding, output_padding, groups, dilation, bias
 CONVT_CASES = [

@@ -31,9 +31,11 @@ Two implementations share these formulas:
   are plain GEMMs on the image (no copy at all), and otherwise the columns are built by a
   compiled kernel (ext/conv.pyx) one band of output rows at a time (up to 64 MB of columns
   per band, in a work buffer kept between calls), so that the full column matrix (560 MB for
-  a 3x3 256-channel convolution at 200x304) is never held. The GEMMs are NumPy's BLAS
-  (multithreaded); the band copies are serial: a few percent of the GEMM time at 256+
-  output channels, more at 64-128.
+  a 3x3 256-channel convolution at 200x304) is never held. Small images (the RoI heads run
+  on hundreds of 7x7 or 14x14 images) go the other way: the columns of several whole images
+  are packed side by side into one matrix, so that each product is one large GEMM rather
+  than many thin ones. The GEMMs are NumPy's BLAS (multithreaded); the band copies are
+  serial: a few percent of the GEMM time at 256+ output channels, more at 64-128.
 
 On ResNet-50-FPN's shapes at 800x1216 this runs at about the speed of one BLAS GEMM of the
 same size, and about as fast as torch's CPU convolution (benchmarks/bench_conv.py).
@@ -198,15 +200,26 @@ def _scratch(size, dtype):
 
 
 class _CPU:
-    """The products of _Reference, for NumPy arrays, done band by band of output rows."""
+    """The products of _Reference, for NumPy arrays, one GEMM per work unit.
 
-    # Band size. On an idle machine any band from 4 MB up runs at the speed of one GEMM over
+    A unit is either a band of output rows of one large image, or several whole small images
+    packed side by side (RoI heads: 7x7, 14x14 images by the hundred): the columns of image i
+    fill columns [i*L, (i+1)*L) of one (G*K, nb*L) matrix, the output gradient is packed the
+    same way, (G, Og, nb*L), and one GEMM does them all instead of nb thin ones.
+    """
+
+    # Unit size. On an idle machine any band from 4 MB up runs at the speed of one GEMM over
     # the whole image. But every band is one more BLAS call, each call wakes and joins BLAS's
     # threads, and on a busy machine (threads descheduled) that join costs milliseconds: 8 MB
-    # bands ran 3-5x slower than one GEMM there, 64 MB bands within ~15%. The band buffer is
+    # bands ran 3-5x slower than one GEMM there, 64 MB bands within ~15%. The work buffer is
     # kept between calls (see _scratch) so that it is not page-faulted in again every time.
     band_bytes = 1 << 26
     min_band_columns = 1024       # never thinner GEMMs than this
+    # grad_input packs fewer images: col2im (or the unpacking copy) reads the GEMM's output
+    # back at once, and that pays only while it is still in cache. With 64 MB packs grad_input
+    # ran up to 1.8x slower than image by image (1x1 2048->512 at 7x7); with ~2 MB packs it
+    # was as fast or up to 1.4x faster. (forward and grad_weight gain most from big packs.)
+    grad_input_pack_bytes = 1 << 21
 
     @staticmethod
     def _kernels():
@@ -226,58 +239,119 @@ class _CPU:
         return [(h0, min(Ho, h0 + rows)) for h0 in range(0, Ho, rows)], rows
 
     @classmethod
+    def _units(cls, N, Ho, Wo, R, P, itemsize, pack_bytes):
+        """Work units (n0, n1, h0, h1) -- images [n0, n1), output rows [h0, h1) -- and the
+        scratch sizes (columns, packed output) in elements.
+
+        R = G*K rows of columns and P = G*Og rows of packed output per pixel. If two or more
+        whole images fit in pack_bytes, the batch is cut into equal groups of whole images;
+        otherwise every image is a unit per band of rows (see _bands), nothing is packed.
+        """
+        L = Ho * Wo
+        fit = pack_bytes // max(1, (R + P) * L * itemsize)
+        if N >= 2 and fit >= 2:
+            per = -(-N // -(-N // fit))               # ceil(N / number of units)
+            units = [(n0, min(N, n0 + per), 0, Ho) for n0 in range(0, N, per)]
+            return units, R * per * L, P * per * L
+        bands, rows = cls._bands(Ho, Wo, R, cls.band_bytes, itemsize)
+        return [(n, n + 1, h0, h1) for n in range(N) for h0, h1 in bands], R * rows * Wo, 0
+
+    @staticmethod
+    def _pack(a, n0, n1, p0, p1, buf):
+        """a (N, G, M, L) -> pixels [p0, p1) of images [n0, n1) side by side, (G, M, nb*(p1-p0)).
+
+        One image is a view (no copy); several are copied into buf.
+        """
+        if n1 - n0 == 1:
+            return a[n0, :, :, p0:p1]
+        G, M, width = a.shape[1], a.shape[2], p1 - p0
+        packed = buf[:G * M * (n1 - n0) * width].reshape(G, M, n1 - n0, width)
+        packed[...] = a[n0:n1, :, :, p0:p1].transpose(1, 2, 0, 3)
+        return packed.reshape(G, M, -1)
+
+    @staticmethod
+    def _unpack(packed, out, bias=None):
+        """Inverse of _pack for whole images: packed (G, M, nb*L) -> out (nb, G, M, L) [+ bias]."""
+        nb, G, M, L = out.shape
+        images = packed.reshape(G, M, nb, L).transpose(2, 0, 1, 3)
+        if bias is None:
+            out[...] = images
+        else:
+            np.add(images, bias, out=out)
+
+    @classmethod
+    def _columns(cls, x, n0, n1, h0, h1, Wo, buf, geometry):
+        """The columns of images [n0, n1), output rows [h0, h1): (C*kh*kw, nb*width), image i
+        in columns [i*width, (i+1)*width) (im2col writes straight into that column slice)."""
+        kh, kw, stride, padding, dilation = geometry
+        C, H, W = x.shape[1:]
+        if cls._is_pointwise(kh, kw, stride, padding):   # the columns are the images themselves
+            images = x[n0:n1].reshape(n1 - n0, 1, C, H * W)
+            return cls._pack(images, 0, n1 - n0, h0 * Wo, h1 * Wo, buf)[0]
+        R, width = C * kh * kw, (h1 - h0) * Wo
+        cols = buf[:R * (n1 - n0) * width].reshape(R, -1)
+        kernels = cls._kernels()
+        for i, n in enumerate(range(n0, n1)):
+            kernels.im2col(x[n], cols[:, i * width:(i + 1) * width], kh, kw, *stride,
+                           *padding, *dilation, h0, Wo)
+        return cols
+
+    @classmethod
     def forward(cls, x, w, b, stride, padding, dilation, groups):
         N, C, H, W = x.shape
         O, Cg, kh, kw = w.shape
         G, Og, K = groups, O // groups, Cg * kh * kw
         Ho, Wo = _conv_out_hw(H, W, kh, kw, stride, padding, dilation)
-        L = Ho * Wo
         wg = np.ascontiguousarray(w.reshape(G, Og, K))
-        y = np.empty((N, G, Og, L), dtype=x.dtype)
+        y = np.empty((N, G, Og, Ho * Wo), dtype=x.dtype)
         bias = None if b is None else b.reshape(G, Og, 1)
-        if cls._is_pointwise(kh, kw, stride, padding):
-            for n in range(N):
-                np.matmul(wg, x[n].reshape(G, Cg, L), out=y[n])
-                if bias is not None:
-                    y[n] += bias
-            return y.reshape(N, O, Ho, Wo)
-        kernels = cls._kernels()
-        x = np.ascontiguousarray(x)
-        bands, rows = cls._bands(Ho, Wo, G * K, cls.band_bytes, x.itemsize)
-        buf = _scratch(G * K * rows * Wo, x.dtype)
-        for n in range(N):
-            for h0, h1 in bands:
-                cols = buf[:G * K * (h1 - h0) * Wo].reshape(G * K, -1)           # contiguous
-                kernels.im2col(x[n], cols, kh, kw, *stride, *padding, *dilation, h0, Wo)
-                out = y[n, :, :, h0 * Wo: h1 * Wo]                          # (G, Og, band)
-                np.matmul(wg, cols.reshape(G, K, -1), out=out)
+        if not cls._is_pointwise(kh, kw, stride, padding):
+            x = np.ascontiguousarray(x)               # im2col reads C-ordered images
+        units, ncols, nout = cls._units(N, Ho, Wo, G * K, G * Og, x.itemsize, cls.band_bytes)
+        buf = _scratch(ncols + nout, x.dtype)
+        for n0, n1, h0, h1 in units:
+            cols = cls._columns(x, n0, n1, h0, h1, Wo, buf[:ncols],
+                                (kh, kw, stride, padding, dilation)).reshape(G, K, -1)
+            if n1 - n0 == 1:                          # one image: the GEMM writes into y
+                out = y[n0, :, :, h0 * Wo: h1 * Wo]                         # (G, Og, band)
+                np.matmul(wg, cols, out=out)
                 if bias is not None:
                     out += bias
+            else:                                     # packed images: GEMM, then unpack
+                packed = buf[ncols:ncols + G * Og * cols.shape[2]].reshape(G, Og, -1)
+                cls._unpack(np.matmul(wg, cols, out=packed), y[n0:n1], bias)
         return y.reshape(N, O, Ho, Wo)
 
     @classmethod
     def grad_input(cls, gy, w, x_shape, stride, padding, dilation, groups):
         N, O, Ho, Wo = gy.shape
         _, Cg, kh, kw = w.shape
-        G, Og, K, L = groups, O // groups, Cg * kh * kw, Ho * Wo
+        G, Og, K = groups, O // groups, Cg * kh * kw
         C, H, W = x_shape[1:]
         wt = np.ascontiguousarray(w.reshape(G, Og, K).transpose(0, 2, 1))   # (G, K, Og)
-        gy = np.ascontiguousarray(gy).reshape(N, G, Og, L)
-        if cls._is_pointwise(kh, kw, stride, padding):
-            gx = np.empty((N, G, K, L), dtype=gy.dtype)
-            for n in range(N):
-                np.matmul(wt, gy[n], out=gx[n])
+        gy = gy.reshape(N, G, Og, Ho * Wo)
+        units, ncols, nout = cls._units(N, Ho, Wo, G * K, G * Og, gy.itemsize,
+                                        cls.grad_input_pack_bytes)
+        buf = _scratch(ncols + nout, gy.dtype)
+        if cls._is_pointwise(kh, kw, stride, padding):     # dx is W^T @ dy itself
+            gx = np.empty((N, G, K, H * W), dtype=gy.dtype)
+            for n0, n1, h0, h1 in units:
+                gyp = cls._pack(gy, n0, n1, h0 * Wo, h1 * Wo, buf[ncols:])
+                if n1 - n0 == 1:
+                    np.matmul(wt, gyp, out=gx[n0, :, :, h0 * Wo: h1 * Wo])
+                else:
+                    dx = np.matmul(wt, gyp, out=buf[:G * K * gyp.shape[2]].reshape(G, K, -1))
+                    cls._unpack(dx, gx[n0:n1])
             return gx.reshape(N, C, H, W)
         kernels = cls._kernels()
         gx = np.zeros((N, C, H, W), dtype=gy.dtype)
-        bands, rows = cls._bands(Ho, Wo, G * K, cls.band_bytes, gy.itemsize)
-        buf = _scratch(G * K * rows * Wo, gy.dtype)
-        for n in range(N):
-            for h0, h1 in bands:
-                dcols = buf[:G * K * (h1 - h0) * Wo].reshape(G, K, -1)
-                np.matmul(wt, gy[n, :, :, h0 * Wo: h1 * Wo], out=dcols)
-                kernels.col2im(dcols.reshape(G * K, -1), gx[n], kh, kw, *stride, *padding,
-                               *dilation, h0, Wo)
+        for n0, n1, h0, h1 in units:
+            gyp = cls._pack(gy, n0, n1, h0 * Wo, h1 * Wo, buf[ncols:])    # (G, Og, nb*band)
+            dcols = np.matmul(wt, gyp, out=buf[:G * K * gyp.shape[2]].reshape(G, K, -1))
+            dcols, band = dcols.reshape(G * K, -1), (h1 - h0) * Wo
+            for i, n in enumerate(range(n0, n1)):        # image i's columns back onto image n
+                kernels.col2im(dcols[:, i * band:(i + 1) * band], gx[n], kh, kw, *stride,
+                               *padding, *dilation, h0, Wo)
         return gx
 
     @classmethod
@@ -286,22 +360,18 @@ class _CPU:
         O, Ho, Wo = gy.shape[1], gy.shape[2], gy.shape[3]
         (kh, kw), G = kernel_size, groups
         Cg, Og = C // G, O // G
-        K, L = Cg * kh * kw, Ho * Wo
-        gy = np.ascontiguousarray(gy).reshape(N, G, Og, L)
+        K = Cg * kh * kw
+        gy = gy.reshape(N, G, Og, Ho * Wo)
         gw = np.zeros((G, Og, K), dtype=gy.dtype)
-        if cls._is_pointwise(kh, kw, stride, padding):
-            for n in range(N):
-                gw += _matmul_abt(gy[n], x[n].reshape(G, Cg, L))
-            return gw.reshape(O, Cg, kh, kw)
-        kernels = cls._kernels()
-        x = np.ascontiguousarray(x)
-        bands, rows = cls._bands(Ho, Wo, G * K, cls.band_bytes, x.itemsize)
-        buf = _scratch(G * K * rows * Wo, x.dtype)
-        for n in range(N):
-            for h0, h1 in bands:
-                cols = buf[:G * K * (h1 - h0) * Wo].reshape(G * K, -1)
-                kernels.im2col(x[n], cols, kh, kw, *stride, *padding, *dilation, h0, Wo)
-                gw += _matmul_abt(gy[n, :, :, h0 * Wo: h1 * Wo], cols.reshape(G, K, -1))
+        if not cls._is_pointwise(kh, kw, stride, padding):
+            x = np.ascontiguousarray(x)
+        units, ncols, nout = cls._units(N, Ho, Wo, G * K, G * Og, x.itemsize, cls.band_bytes)
+        buf = _scratch(ncols + nout, x.dtype)
+        for n0, n1, h0, h1 in units:
+            cols = cls._columns(x, n0, n1, h0, h1, Wo, buf[:ncols],
+                                (kh, kw, stride, padding, dilation)).reshape(G, K, -1)
+            gyp = cls._pack(gy, n0, n1, h0 * Wo, h1 * Wo, buf[ncols:])    # (G, Og, nb*band)
+            gw += _matmul_abt(gyp, cols)        # the sum over images is inside the GEMM
         return gw.reshape(O, Cg, kh, kw)
 
 
