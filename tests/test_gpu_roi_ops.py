@@ -6,6 +6,7 @@ import pytest
 
 from minimrcnn import Tensor, ops
 from minimrcnn.backend import is_cupy_array
+from tests.roi_data import roi_test_data
 
 pytestmark = pytest.mark.gpu
 
@@ -20,18 +21,7 @@ def cupy():
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 6, 15, 19))
-    k = 40
-    size = rng.uniform(0, 50, (k, 2))
-    x1 = rng.uniform(-20, 76, k)
-    y1 = rng.uniform(-20, 60, k)
-    rois = np.stack([rng.integers(0, 2, k), x1, y1, x1 + size[:, 0], y1 + size[:, 1]], 1)
-    rois[0] = [1, 8.0, 8.0, 8.0, 8.0]                  # empty
-    rois[1] = [0, 30.25, 20.5, 30.75, 20.625]          # sub-pixel
-    rois[2] = [0, -70.0, -50.0, -30.0, -10.0]          # outside
-    rois[3] = [1, 0.0, 0.0, 76.0, 60.0]                # the whole image (scale 0.25)
-    return x, rois
+    return roi_test_data()
 
 
 def run(op, x, rois, grad, *args, cupy=None):
