@@ -413,3 +413,17 @@ def test_checkpoint_round_trip_is_atomic_and_unpickled(two_models, tmp_path, mon
     with pytest.raises(OSError, match="disk full"):
         W.save_weights(b, path)
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_bad_images_and_labels_are_refused_with_the_value():
+    model = build_model(get_config("classroom_fpn"))
+    model.eval()
+    with pytest.raises(ValueError, match=r"images\[0\] contains NaN or infinite values"):
+        model.predict([np.full((3, 64, 64), np.nan, np.float32)])
+    model.train()
+    image = np.zeros((3, 64, 64), np.float32)
+    for label in (0, 9):   # 0 is the background; classroom_fpn has 4 classes (0..3)
+        target = dict(boxes=np.array([[1, 1, 30, 20]], np.float32), labels=np.array([label]),
+                      masks=np.zeros((1, 64, 64), np.uint8))
+        with pytest.raises(ValueError, match=rf"labels'\] must be in \[1, 3\].*got {label} at index 0"):
+            model([image], [target])

@@ -98,7 +98,7 @@ class MaskRCNN(nn.Module):
         return "cpu"
 
     @staticmethod
-    def _check_targets(targets, num_images):
+    def _check_targets(targets, num_images, num_classes):
         if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
             n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
             raise ValueError(f"targets must be a list of {num_images} dicts (one per image), got {n}")
@@ -111,6 +111,14 @@ class MaskRCNN(nn.Module):
             shape = tuple(getattr(boxes, "shape", ()))
             if len(shape) != 2 or shape[-1] != 4:
                 raise ValueError(f"targets[{i}]['boxes'] must have shape (M, 4), got {shape}")
+            if "labels" in target:
+                labels = as_numpy(target["labels"])
+                if labels.shape != (shape[0],):
+                    raise ValueError(f"targets[{i}]['labels'] must have shape ({shape[0]},), got {labels.shape}")
+                bad = (labels < 1) | (labels >= num_classes)
+                if bad.any():
+                    raise ValueError(f"targets[{i}]['labels'] must be in [1, {num_classes - 1}] (0 is the "
+                                     f"background), got {labels[bad][0]} at index {int(np.flatnonzero(bad)[0])}")
 
     @staticmethod
     def _check_degenerate(targets):
@@ -149,7 +157,8 @@ class MaskRCNN(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("targets should not be None in training mode (call model.eval() to predict)")
-            self._check_targets(targets, len(images))
+            num_classes = self.roi_heads.box_predictor.cls_score.weight.shape[0]   # incl. background
+            self._check_targets(targets, len(images), num_classes)
         images, targets = self._move_inputs(images, targets)
         original_image_sizes = []
         for i, img in enumerate(images):

@@ -208,6 +208,8 @@ class GeneralizedRCNNTransform(nn.Module):
                 raise TypeError(f"images[{i}] must be floating (RGB in [0, 1]), got dtype {image.dtype}")
             if min(image.shape[-2:]) == 0:
                 raise ValueError(f"images[{i}] is empty: shape {tuple(image.shape)}")
+            if not bool(get_array_module(image).isfinite(image).all()):
+                raise ValueError(f"images[{i}] contains NaN or infinite values")
             image = self.normalize(image)
             image, target = self.resize(image, targets[i] if targets is not None else None)
             if targets is not None:
