@@ -182,13 +182,14 @@ class Where(Function):
 
 
 class ReLU(Function):
-    """$y = \\max(x, 0)$, $y' = [x > 0]$."""
+    """$y = \\max(x, 0)$, $y' = [x > 0] = [y > 0]$. Backward reads the output, which the next
+    layer keeps anyway, so no mask is stored."""
     def forward(self, x):
-        self.mask = x > 0
-        return x * self.mask
+        self.y = get_array_module(x).maximum(x, 0)
+        return self.y
 
     def backward(self, gy):
-        return gy * self.mask
+        return gy * (self.y > 0)
 
 
 class Sigmoid(Function):

@@ -219,7 +219,10 @@ class FrozenBatchNorm(Function):
         self.inv_std = 1 / xp.sqrt(running_var + self.eps)     # torchvision: rsqrt(rv + eps)
         self.scale = weight * self.inv_std
         shift = bias - running_mean * self.scale
-        self.x, self.weight, self.running_mean = x, weight, running_mean
+        # x is needed only for the gradients of weight and running_var (buffers in torchvision)
+        self.need_weight, self.need_var = self.needs_input_grad[1], self.needs_input_grad[4]
+        if self.need_weight or self.need_var:
+            self.x, self.weight, self.running_mean = x, weight, running_mean
         y = x * self.scale.reshape(shape)
         y += shift.reshape(shape)                               # in place: one temporary less
         return y
@@ -231,8 +234,7 @@ class FrozenBatchNorm(Function):
         g_sum = gy.sum(axis=axes)
         g_bias, g_mean = g_sum, -self.scale * g_sum
         g_weight = g_var = None
-        need_weight, need_var = self.inputs[1].requires_grad, self.inputs[4].requires_grad
-        if need_weight or need_var:                            # one more pass over x
+        if self.need_weight or self.need_var:                            # one more pass over x
             u = (gy * (self.x - self.running_mean.reshape(shape))).sum(axis=axes)
             g_weight = u * self.inv_std
             g_var = -0.5 * u * self.weight * self.inv_std ** 3
