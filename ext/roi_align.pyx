@@ -35,7 +35,7 @@ ctypedef fused floating:
     float
     double
 
-include "_parallel.pxi"
+include "_roi_common.pxi"
 
 # A single RoI may not ask for more bilinear samples than this (adaptive sampling on an absurdly
 # large box would otherwise allocate gigabytes for its pre_calc table).
@@ -276,7 +276,7 @@ def roi_align_forward(const floating[:, :, :, ::1] input, const floating[:, ::1]
     cdef int H = input.shape[2], W = input.shape[3], PH = pooled_height, PW = pooled_width
     cdef Py_ssize_t K = rois.shape[0], k, HW = <Py_ssize_t>H * W, P = PH * PW
     dtype = np.float32 if floating is float else np.float64
-    _check_sizes((N, C, H, W), (K, rois.shape[1]), PH, PW)
+    _check_sizes("roi_align", (N, C, H, W), (K, rois.shape[1]), PH, PW)
     out = np.zeros((K, C, PH, PW), dtype=dtype)
     if K == 0 or C == 0:
         return out
@@ -316,7 +316,7 @@ def roi_align_backward(const floating[:, :, :, ::1] grad_output, const floating[
     dtype = np.float32 if floating is float else np.float64
     if rois.shape[0] != K:
         raise ValueError(f"roi_align: grad_output has {K} RoIs but rois has {rois.shape[0]}")
-    _check_sizes((batch_size, C, H, W), (K, rois.shape[1]), PH, PW)
+    _check_sizes("roi_align", (batch_size, C, H, W), (K, rois.shape[1]), PH, PW)
     grad_input = np.zeros((batch_size, C, H, W), dtype=dtype)
     if K == 0 or C == 0:
         return grad_input
@@ -352,14 +352,3 @@ def roi_align_backward(const floating[:, :, :, ::1] grad_output, const floating[
                 _backward_roi(&gin[batch[k], 0, 0, 0], &grad_output[k, 0, 0, 0], c0, c1, HW, P,
                               <Py_ssize_t>gh * gw, <floating>(gh * gw), pos, wt)
     return grad_input
-
-
-def _check_sizes(shape, rois_shape, int PH, int PW):
-    """Bounds the kernels rely on: 5 columns, positive output size, H*W addressable by int."""
-    if rois_shape[1] != 5:
-        raise ValueError(f"roi_align: rois must have shape (K, 5), got {tuple(rois_shape)}")
-    if PH < 1 or PW < 1:
-        raise ValueError(f"roi_align: output_size must be positive, got ({PH}, {PW})")
-    if shape[2] < 1 or shape[3] < 1 or <double>shape[2] * shape[3] >= 2.0 ** 31:
-        raise ValueError(f"roi_align: feature map of shape {tuple(shape)} has an unsupported "
-                         f"height/width")

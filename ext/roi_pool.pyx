@@ -30,7 +30,7 @@ ctypedef fused floating:
     float
     double
 
-include "_parallel.pxi"
+include "_roi_common.pxi"
 
 # |round(coordinate * spatial_scale)| must stay below this, so that integer bin arithmetic
 # cannot overflow
@@ -99,7 +99,7 @@ def roi_pool_forward(const floating[:, :, :, ::1] input, const floating[:, ::1] 
     cdef Py_ssize_t N = input.shape[0], C = input.shape[1], K = rois.shape[0], k
     cdef int H = input.shape[2], W = input.shape[3], PH = pooled_height, PW = pooled_width
     dtype = np.float32 if floating is float else np.float64
-    _check_sizes((N, C, H, W), (K, rois.shape[1]), PH, PW)
+    _check_sizes("roi_pool", (N, C, H, W), (K, rois.shape[1]), PH, PW)
     out = np.zeros((K, C, PH, PW), dtype=dtype)
     argmax = np.full((K, C, PH, PW), -1, dtype=np.intc)
     if K == 0 or C == 0:
@@ -140,7 +140,7 @@ def roi_pool_backward(const floating[:, :, :, ::1] grad_output, const int[:, :, 
     if arg_shape != (K, C, PH, PW) or rois.shape[0] != K:
         raise ValueError(f"roi_pool: grad_output {(K, C, PH, PW)}, argmax {arg_shape} and "
                          f"rois ({rois.shape[0]}, 5) disagree")
-    _check_sizes((batch_size, C, H, W), (K, rois.shape[1]), PH, PW)
+    _check_sizes("roi_pool", (batch_size, C, H, W), (K, rois.shape[1]), PH, PW)
     grad_input = np.zeros((batch_size, C, H, W), dtype=dtype)
     if K == 0 or C == 0:
         return grad_input
@@ -173,14 +173,3 @@ def roi_pool_backward(const floating[:, :, :, ::1] grad_output, const int[:, :, 
                         if a >= 0:
                             plane[a] += grad[p]
     return grad_input
-
-
-def _check_sizes(shape, rois_shape, int PH, int PW):
-    """Bounds the kernels rely on: 5 columns, positive output size, H*W addressable by int."""
-    if rois_shape[1] != 5:
-        raise ValueError(f"roi_pool: rois must have shape (K, 5), got {tuple(rois_shape)}")
-    if PH < 1 or PW < 1:
-        raise ValueError(f"roi_pool: output_size must be positive, got ({PH}, {PW})")
-    if shape[2] < 1 or shape[3] < 1 or <double>shape[2] * shape[3] >= 2.0 ** 31:
-        raise ValueError(f"roi_pool: feature map of shape {tuple(shape)} has an unsupported "
-                         f"height/width")
