@@ -24,13 +24,10 @@ import numpy as np
 from .. import functional as F
 from .. import nn
 from ..autograd import Tensor
+from ..autograd.tensor import as_array
 from ..backend import get_array_module
 
 __all__ = ["TwoMLPHead", "Res5Head", "FastRCNNPredictor", "fastrcnn_loss"]
-
-
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
 
 
 class TwoMLPHead(nn.Module):
@@ -128,10 +125,10 @@ def fastrcnn_loss(class_logits, box_regression, labels, regression_targets):
     box_loss = sum over positive RoIs i of smooth_l1(box_regression[i, class u_i], target_i,
     beta=1/9) / N.
     """
-    labels = [_raw(l) for l in labels]
+    labels = [as_array(l) for l in labels]
     xp = get_array_module(*labels)
     labels = xp.concatenate(labels, axis=0).astype(np.int64)                           # (N,)
-    regression_targets = xp.concatenate([_raw(t) for t in regression_targets], axis=0)  # (N, 4)
+    regression_targets = xp.concatenate([as_array(t) for t in regression_targets], axis=0)  # (N, 4)
     N, num_classes = class_logits.shape
     if labels.shape[0] != N or regression_targets.shape[0] != N:
         raise ValueError(f"fastrcnn_loss: class_logits has {N} rows but labels has {labels.shape[0]} "

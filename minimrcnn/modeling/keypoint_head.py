@@ -27,15 +27,11 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
-from ..autograd import Tensor
+from ..autograd.tensor import as_array
 from ..backend import get_array_module
 
 __all__ = ["KeypointRCNNHeads", "KeypointRCNNPredictor", "keypoints_to_heatmap", "keypointrcnn_loss",
            "resize_bicubic", "heatmaps_to_keypoints", "keypointrcnn_inference"]
-
-
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
 
 
 class KeypointRCNNHeads(nn.Sequential):
@@ -97,7 +93,7 @@ def keypoints_to_heatmap(keypoints, rois, heatmap_size):
     heatmaps = $c_y m + c_x$ where valid else 0; valid = 1 if the cell is inside the map and the
     keypoint is visible (v > 0).
     """
-    keypoints, rois = _raw(keypoints), _raw(rois)
+    keypoints, rois = as_array(keypoints), as_array(rois)
     xp = get_array_module(rois)
     dt = rois.dtype.type
     offset_x = rois[:, 0][:, None]
@@ -141,8 +137,8 @@ def keypointrcnn_loss(keypoint_logits, proposals, gt_keypoints, keypoint_matched
     discretization_size = H
     heatmaps, valid = [], []
     for proposals_per_image, gt_kp_in_image, midx in zip(proposals, gt_keypoints, keypoint_matched_idxs):
-        kp = _raw(gt_kp_in_image)[_raw(midx)]                                 # (R_i, K, 3)
-        heatmaps_per_image, valid_per_image = keypoints_to_heatmap(kp, _raw(proposals_per_image),
+        kp = as_array(gt_kp_in_image)[as_array(midx)]                                 # (R_i, K, 3)
+        heatmaps_per_image, valid_per_image = keypoints_to_heatmap(kp, as_array(proposals_per_image),
                                                                    discretization_size)
         heatmaps.append(heatmaps_per_image.reshape(-1))
         valid.append(valid_per_image.reshape(-1))
@@ -206,7 +202,7 @@ def resize_bicubic(x, size):
     ``interpolate(mode="bicubic", align_corners=False)``: $Y = A_h X A_w^T$ with the per-axis
     weight matrices of :func:`_bicubic_matrix`. NumPy or CuPy; not differentiable; keeps the dtype.
     """
-    x = _raw(x)
+    x = as_array(x)
     xp = get_array_module(x)
     Ho, Wo = int(size[0]), int(size[1])
     a_h = xp.asarray(_bicubic_matrix(x.shape[-2], Ho))
@@ -225,7 +221,7 @@ def heatmaps_to_keypoints(maps, rois):
     Returns (xy_preds (R, K, 3) float32 [x, y, 1], end_scores (R, K) float32: the resized map's
     value at the arg-max).
     """
-    maps, rois = _raw(maps), _raw(rois)
+    maps, rois = as_array(maps), as_array(rois)
     xp = get_array_module(maps)
     offset_x = rois[:, 0]
     offset_y = rois[:, 1]
@@ -259,8 +255,8 @@ def heatmaps_to_keypoints(maps, rois):
 def keypointrcnn_inference(x, boxes):
     """Per image: (keypoints (N_i, K, 3), scores (N_i, K)) from heatmaps x (sum N_i, K, m, m)
     and the list of per-image detection boxes (N_i, 4)."""
-    x = _raw(x)
-    boxes = [_raw(b) for b in boxes]
+    x = as_array(x)
+    boxes = [as_array(b) for b in boxes]
     cuts = np.cumsum([b.shape[0] for b in boxes])[:-1].tolist()
     xp = get_array_module(x)
     kp_probs, kp_scores = [], []

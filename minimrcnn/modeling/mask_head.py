@@ -43,6 +43,7 @@ from .. import functional as F
 from .. import nn
 from .. import ops
 from ..autograd import Tensor, no_grad
+from ..autograd.tensor import as_array
 from ..backend import get_array_module
 
 __all__ = ["MaskRCNNHeads", "MaskRCNNPredictor", "MaskMLPHead", "MaskMLPPredictor",
@@ -51,10 +52,6 @@ __all__ = ["MaskRCNNHeads", "MaskRCNNPredictor", "MaskMLPHead", "MaskMLPPredicto
            "MASK_LOSSES"]
 
 MASK_LOSSES = ("sigmoid", "softmax")
-
-
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
 
 
 # ---- heads ----------------------------------------------------------------------------------------
@@ -177,13 +174,13 @@ def project_masks_on_boxes(gt_masks, boxes, matched_idxs, M):
     dtype: ``roi_align(gt_masks[:, None], [matched_idx, box], (M, M), 1.0)`` with the default
     adaptive sampling, not thresholded (torchvision).
     """
-    boxes = _raw(boxes)
+    boxes = as_array(boxes)
     xp = get_array_module(boxes)
     dtype = boxes.dtype if boxes.dtype.kind == "f" else np.float32
-    gt_masks = xp.asarray(_raw(gt_masks))
+    gt_masks = xp.asarray(as_array(gt_masks))
     if gt_masks.ndim != 3:
         raise ValueError(f"gt masks must be (G, H, W), got shape {tuple(gt_masks.shape)}")
-    rois = xp.concatenate([xp.asarray(_raw(matched_idxs)).astype(dtype)[:, None], boxes.astype(dtype)], axis=1)
+    rois = xp.concatenate([xp.asarray(as_array(matched_idxs)).astype(dtype)[:, None], boxes.astype(dtype)], axis=1)
     with no_grad():
         out = ops.roi_align(Tensor(gt_masks[:, None].astype(dtype)), rois, (M, M), 1.0)
     return out.data[:, 0]
@@ -204,7 +201,7 @@ def maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs
         raise ValueError("maskrcnn_loss: loss='softmax' needs class-specific masks (class_agnostic=False): "
                          "a one-channel softmax has no classes to compete")
     discretization_size = mask_logits.shape[-1]
-    labels = [_raw(gt_label)[_raw(idxs)] for gt_label, idxs in zip(gt_labels, mask_matched_idxs)]
+    labels = [as_array(gt_label)[as_array(idxs)] for gt_label, idxs in zip(gt_labels, mask_matched_idxs)]
     mask_targets = [project_masks_on_boxes(m, p, i, discretization_size)
                     for m, p, i in zip(gt_masks, proposals, mask_matched_idxs)]
     xp = get_array_module(mask_logits.data)
@@ -250,9 +247,9 @@ def maskrcnn_inference(mask_logits, labels, loss="sigmoid", class_agnostic=False
     (class-agnostic) that channel is used for every class.
     Returns a list of per-image arrays (N_i, 1, m, m).
     """
-    x = _raw(mask_logits)
+    x = as_array(mask_logits)
     xp = get_array_module(x)
-    labels = [_raw(l) for l in labels]
+    labels = [as_array(l) for l in labels]
     boxes_per_image = [int(l.shape[0]) for l in labels]
     labels = xp.concatenate(labels).astype(np.int64) if labels else xp.zeros((0,), np.int64)
     if class_agnostic or x.shape[1] == 1:
@@ -267,7 +264,7 @@ def maskrcnn_inference(mask_logits, labels, loss="sigmoid", class_agnostic=False
 
 def expand_boxes(boxes, scale):
     """Scale boxes about their centres by ``scale`` (float32 arithmetic, as torchvision)."""
-    boxes = _raw(boxes)
+    boxes = as_array(boxes)
     xp = get_array_module(boxes)
     dt = boxes.dtype.type
     w_half = (boxes[:, 2] - boxes[:, 0]) * dt(0.5)
@@ -319,8 +316,8 @@ def paste_masks_in_image(masks, boxes, img_shape, padding=1):
     cut), the box grows by (M + 2 padding) / M about its centre and is truncated to integers, and
     the padded mask is resized into it with :func:`paste_mask_in_image`.
     """
-    masks = _raw(masks)
-    boxes = _raw(boxes)
+    masks = as_array(masks)
+    boxes = as_array(boxes)
     xp = get_array_module(masks)
     if masks.ndim != 4 or masks.shape[1] != 1:
         raise ValueError(f"paste_masks_in_image: masks must be (N, 1, M, M), got shape {tuple(masks.shape)}")

@@ -25,16 +25,13 @@ import numpy as np
 
 from .. import nn
 from ..autograd import Tensor, no_grad
+from ..autograd.tensor import as_array
 from ..backend import as_numpy, device_of, to_device
 from ..ops import AnchorGenerator
 from .rpn import RegionProposalNetwork, RPNHead
 from .transform import GeneralizedRCNNTransform
 
 __all__ = ["MaskRCNN", "build_transform", "build_rpn"]
-
-
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
 
 
 def build_transform(cfg):
@@ -107,7 +104,7 @@ class MaskRCNN(nn.Module):
                 raise ValueError(f"targets[{i}] must be a dict with 'boxes' (M, 4) and 'labels' (M,), "
                                  f"got {type(target).__name__}"
                                  f"{' with keys ' + repr(sorted(target.keys())) if hasattr(target, 'keys') else ''}")
-            boxes = _raw(target["boxes"])
+            boxes = as_array(target["boxes"])
             shape = tuple(getattr(boxes, "shape", ()))
             if len(shape) != 2 or shape[-1] != 4:
                 raise ValueError(f"targets[{i}]['boxes'] must have shape (M, 4), got {shape}")
@@ -134,13 +131,13 @@ class MaskRCNN(nn.Module):
 
     def _move_inputs(self, images, targets):
         device = self._device()
-        images = [to_device(_raw(img), device) if device_of(img) != device else _raw(img) for img in images]
+        images = [to_device(as_array(img), device) if device_of(img) != device else as_array(img) for img in images]
         if targets is not None:
             moved = []
             for t in targets:
                 t = dict(t)
                 for k, v in t.items():
-                    v = _raw(v)
+                    v = v.data if isinstance(v, Tensor) else v
                     if hasattr(v, "shape") and hasattr(v, "dtype") and device_of(v) != device:
                         t[k] = to_device(v, device)
                     else:
@@ -204,7 +201,7 @@ class MaskRCNN(nn.Module):
             self.train(was_training)
         out = []
         for det in detections:
-            d = {k: as_numpy(_raw(v)) for k, v in det.items()}
+            d = {k: as_numpy(as_array(v)) for k, v in det.items()}
             if "boxes" in d:
                 d["boxes"] = d["boxes"].astype(np.float32, copy=False).reshape(-1, 4)
             if "labels" in d:

@@ -14,14 +14,10 @@ import numbers
 
 import numpy as np
 
-from ..autograd import Tensor
+from ..autograd.tensor import as_array
 from ..backend import get_array_module
 
 __all__ = ["Matcher", "BalancedPositiveNegativeSampler"]
-
-
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x   # a Tensor's array, or the array itself
 
 
 class Matcher:
@@ -63,7 +59,7 @@ class Matcher:
     def __call__(self, match_quality_matrix):
         """match_quality_matrix: (M gt, N predictions) array. Returns matched_idxs (N,) int64:
         a gt index in [0, M-1], or -1 (below low threshold), or -2 (between thresholds)."""
-        quality = _raw(match_quality_matrix)
+        quality = as_array(match_quality_matrix)
         if quality.ndim != 2:
             raise ValueError(f"Matcher: match_quality_matrix must be 2-d (M gt, N predictions), got "
                              f"shape {tuple(quality.shape)}")
@@ -149,7 +145,7 @@ class BalancedPositiveNegativeSampler:
         rng = self._rng()
         pos_idx, neg_idx = [], []
         for labels in matched_idxs:
-            labels = _raw(labels)
+            labels = as_array(labels)
             xp = get_array_module(labels)
             positive = xp.nonzero(labels >= 1)[0]                        # indices of candidates
             negative = xp.nonzero(labels == 0)[0]

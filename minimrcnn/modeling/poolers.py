@@ -34,7 +34,7 @@ import numpy as np
 from .. import nn
 from .. import ops
 from .. import functional as F
-from ..autograd import Tensor
+from ..autograd.tensor import as_array
 from ..backend import as_numpy, get_array_module
 
 __all__ = ["MultiScaleRoIPooler", "LevelMapper", "infer_scale", "convert_to_roi_format"]
@@ -44,16 +44,12 @@ _METHODS = ("roi_align", "roi_pool", "roi_warp")
 
 # ---- helpers ------------------------------------------------------------------------------------
 
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
-
-
 def convert_to_roi_format(boxes, dtype=None):
     """A list of per-image (K_i, 4) boxes -> one (K, 5) array [batch_index, x1, y1, x2, y2].
 
     The batch index is stored in the boxes' dtype (as torchvision does), on the boxes' device.
     """
-    boxes = [_raw(b) for b in boxes]
+    boxes = [as_array(b) for b in boxes]
     xp = get_array_module(*boxes) if boxes else np
     dtype = dtype or (boxes[0].dtype if boxes else np.float32)
     rows = [xp.concatenate([xp.full((b.shape[0], 1), i, dtype=dtype), b.astype(dtype, copy=False)], axis=1)
@@ -96,7 +92,7 @@ class LevelMapper:
                 f"canonical_level={self.lvl0})")
 
     def __call__(self, boxlists):
-        boxes = [_raw(b) for b in boxlists]
+        boxes = [as_array(b) for b in boxlists]
         xp = get_array_module(*boxes)
         boxes = xp.concatenate(boxes, axis=0)
         if boxes.dtype.kind != "f":
@@ -205,7 +201,7 @@ class MultiScaleRoIPooler(nn.Module):
                              f"{len(proposals)} proposal lists and {len(image_shapes)} image shapes "
                              f"were given")
         for i, p in enumerate(proposals):
-            p = _raw(p)
+            p = as_array(p)
             if p.ndim != 2 or p.shape[1] != 4:
                 raise ValueError(f"MultiScaleRoIPooler: proposals[{i}] must have shape (K, 4), got "
                                  f"{tuple(p.shape)}")

@@ -38,6 +38,7 @@ import numpy as np
 
 from .. import nn
 from ..autograd import Tensor, no_grad
+from ..autograd.tensor import as_array
 from ..backend import get_array_module
 from ..ops import BoxCoder, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from .box_head import FastRCNNPredictor, Res5Head, TwoMLPHead, fastrcnn_loss
@@ -48,10 +49,6 @@ from .matcher import BalancedPositiveNegativeSampler, Matcher
 from .poolers import MultiScaleRoIPooler
 
 __all__ = ["RoIHeads", "build_roi_heads"]
-
-
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
 
 
 def _softmax(x):
@@ -152,7 +149,7 @@ class RoIHeads(nn.Module):
             for key in needed:
                 if not hasattr(t, "keys") or key not in t:
                     raise ValueError(f"targets[{i}] must have a {key!r} entry (keys needed: {needed})")
-            boxes, labels = _raw(t["boxes"]), _raw(t["labels"])
+            boxes, labels = as_array(t["boxes"]), as_array(t["labels"])
             if boxes.dtype.kind != "f":
                 raise TypeError(f"targets[{i}]['boxes'] must be floating, got dtype {boxes.dtype}")
             if labels.dtype.kind not in "iu":
@@ -202,8 +199,8 @@ class RoIHeads(nn.Module):
         """
         dtype = proposals[0].dtype
         xp = get_array_module(proposals[0])
-        gt_boxes = [xp.asarray(_raw(t["boxes"])).astype(dtype, copy=False).reshape(-1, 4) for t in targets]
-        gt_labels = [xp.asarray(_raw(t["labels"])).astype(np.int64, copy=False) for t in targets]
+        gt_boxes = [xp.asarray(as_array(t["boxes"])).astype(dtype, copy=False).reshape(-1, 4) for t in targets]
+        gt_labels = [xp.asarray(as_array(t["labels"])).astype(np.int64, copy=False) for t in targets]
 
         proposals = self.add_gt_proposals(proposals, gt_boxes)
         matched_idxs, labels = self.assign_targets_to_proposals(proposals, gt_boxes, gt_labels)
@@ -232,7 +229,7 @@ class RoIHeads(nn.Module):
         (D_i, 4), scores (D_i,), labels (D_i,) int64, D_i <= detections_per_img, by decreasing
         score.
         """
-        class_logits, box_regression = _raw(class_logits), _raw(box_regression)
+        class_logits, box_regression = as_array(class_logits), as_array(box_regression)
         xp = get_array_module(class_logits)
         num_classes = class_logits.shape[-1]
         boxes_per_image = [p.shape[0] for p in proposals]
@@ -303,7 +300,7 @@ class RoIHeads(nn.Module):
         probabilities of the predicted class (m = 28; 14 for C4), "keypoints" (D, K, 3) and
         "keypoints_scores" (D, K); losses = {}.
         """
-        proposals = [_raw(p) for p in proposals]
+        proposals = [as_array(p) for p in proposals]
         if len(proposals) != len(image_shapes):
             raise ValueError(f"RoIHeads: {len(proposals)} proposal lists but {len(image_shapes)} image shapes")
         if self.training:
@@ -345,8 +342,8 @@ class RoIHeads(nn.Module):
                 mask_logits = self._mask_logits(features, pos_proposals, image_shapes, res5,
                                                 xp.concatenate(pos_rows))
                 losses["loss_mask"] = maskrcnn_loss(
-                    mask_logits, pos_proposals, [_raw(t["masks"]) for t in targets],
-                    [xp.asarray(_raw(t["labels"])) for t in targets], pos_matched_idxs,
+                    mask_logits, pos_proposals, [as_array(t["masks"]) for t in targets],
+                    [xp.asarray(as_array(t["labels"])) for t in targets], pos_matched_idxs,
                     loss=self.mask_loss, class_agnostic=self.mask_class_agnostic)
 
         if self.has_keypoint():
@@ -356,7 +353,7 @@ class RoIHeads(nn.Module):
                 x = self.keypoint_roi_pool(features, pos_proposals, image_shapes)
                 keypoint_logits = self.keypoint_predictor(self.keypoint_head(x))
                 losses["loss_keypoint"] = keypointrcnn_loss(
-                    keypoint_logits, pos_proposals, [xp.asarray(_raw(t["keypoints"])) for t in targets],
+                    keypoint_logits, pos_proposals, [xp.asarray(as_array(t["keypoints"])) for t in targets],
                     pos_matched_idxs)
         return losses
 

@@ -35,15 +35,12 @@ import numpy as np
 from .. import functional as F
 from .. import nn
 from ..autograd import Tensor, no_grad
+from ..autograd.tensor import as_array
 from ..backend import get_array_module
 from ..nn.init import get_generator
 from .image_list import ImageList
 
 __all__ = ["GeneralizedRCNNTransform", "resize_boxes", "resize_keypoints", "resized_image_size"]
-
-
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
 
 
 def resized_image_size(height, width, min_size, max_size):
@@ -62,7 +59,7 @@ def _ratios(original_size, new_size):
 def resize_boxes(boxes, original_size, new_size):
     """Scale (K, 4) xyxy ``boxes`` from an image of ``original_size`` (h, w) to ``new_size``:
     x by $w_{new} / w_{orig}$, y by $h_{new} / h_{orig}$ (float32 ratios)."""
-    boxes = _raw(boxes)
+    boxes = as_array(boxes)
     xp = get_array_module(boxes)
     ratio_h, ratio_w = _ratios(original_size, new_size)
     scale = xp.asarray([ratio_w, ratio_h, ratio_w, ratio_h], dtype=np.float32)
@@ -72,7 +69,7 @@ def resize_boxes(boxes, original_size, new_size):
 
 def resize_keypoints(keypoints, original_size, new_size):
     """Scale (K, P, 3) keypoints [x, y, visibility] like :func:`resize_boxes`; visibility is kept."""
-    keypoints = _raw(keypoints)
+    keypoints = as_array(keypoints)
     xp = get_array_module(keypoints)
     ratio_h, ratio_w = _ratios(original_size, new_size)
     dtype = keypoints.dtype if keypoints.dtype.kind == "f" else np.float32
@@ -156,7 +153,7 @@ class GeneralizedRCNNTransform(nn.Module):
         if "boxes" in target:
             target["boxes"] = resize_boxes(target["boxes"], (h, w), out_size)
         if "masks" in target:
-            masks = _raw(target["masks"])
+            masks = as_array(target["masks"])
             xp = get_array_module(masks)
             if masks.ndim != 3 or tuple(masks.shape[-2:]) != (h, w):
                 raise ValueError(f"target['masks'] must have shape (M, {h}, {w}) (the image's size), "
@@ -197,7 +194,7 @@ class GeneralizedRCNNTransform(nn.Module):
             targets = [dict(t) for t in targets]          # new dicts: the caller's stay as they are
         resized = []
         for i, image in enumerate(images):
-            image = _raw(image)
+            image = as_array(image)
             if not hasattr(image, "ndim") or image.ndim != 3:
                 raise ValueError(f"images[{i}] must be a (3, H, W) array, got shape "
                                  f"{getattr(image, 'shape', type(image).__name__)}")
@@ -234,7 +231,7 @@ class GeneralizedRCNNTransform(nn.Module):
             boxes = resize_boxes(pred["boxes"], im_s, o_im_s)
             result[i]["boxes"] = boxes
             if "masks" in pred:
-                result[i]["masks"] = paste_masks_in_image(_raw(pred["masks"]), boxes, o_im_s)
+                result[i]["masks"] = paste_masks_in_image(as_array(pred["masks"]), boxes, o_im_s)
             if "keypoints" in pred:
                 result[i]["keypoints"] = resize_keypoints(pred["keypoints"], im_s, o_im_s)
         return result

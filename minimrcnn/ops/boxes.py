@@ -15,38 +15,22 @@ import numbers
 
 import numpy as np
 
-from ..backend import is_cupy_array
+from ..autograd.tensor import as_array
+from ..backend import get_array_module
 
 __all__ = ["box_area", "box_iou", "clip_boxes_to_image", "remove_small_boxes", "BoxCoder"]
 
 
 # ---- input helpers (shared with anchors.py and nms.py) -----------------------------------------
 
-def _raw(x):
-    """The array inside a Tensor, or ``x`` itself (lists become NumPy arrays)."""
-    from ..autograd import Tensor
-    if isinstance(x, Tensor):
-        return x.data
-    if isinstance(x, np.ndarray) or is_cupy_array(x):
-        return x
-    return np.asarray(x)
-
-
-def _xp(x):
-    if is_cupy_array(x):
-        import cupy
-        return cupy
-    return np
-
-
 def _first_index(mask):
     """Index of the first True in a 1-d boolean array (NumPy or CuPy), as a Python int."""
-    return int(_xp(mask).flatnonzero(mask)[0])
+    return int(get_array_module(mask).flatnonzero(mask)[0])
 
 
 def _as_boxes(boxes, name, ndim=2):
     """``boxes`` as an array of shape (N, 4) (``ndim=None``: (..., 4)), or a ValueError."""
-    boxes = _raw(boxes)
+    boxes = as_array(boxes)
     ok = boxes.ndim >= 1 and boxes.shape[-1] == 4 if ndim is None else \
         boxes.ndim == ndim and boxes.shape[-1] == 4
     if not ok:
@@ -62,7 +46,7 @@ def _check_valid_boxes(boxes, name):
     """Raise if any box of an (N, 4) array is not finite or has x2 < x1 or y2 < y1."""
     if boxes.shape[0] == 0:
         return
-    xp = _xp(boxes)
+    xp = get_array_module(boxes)
     bad = ~xp.isfinite(boxes).all(axis=1) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     if bool(bad.any()):
         i = _first_index(bad)
@@ -102,7 +86,7 @@ def box_iou(boxes1, boxes2):
     boxes2 = _as_boxes(boxes2, "boxes2")
     _check_valid_boxes(boxes1, "boxes1")
     _check_valid_boxes(boxes2, "boxes2")
-    xp = _xp(boxes1)
+    xp = get_array_module(boxes1)
     area1 = box_area(boxes1)                                     # (N,)
     area2 = box_area(boxes2)                                     # (M,)
     lt = xp.maximum(boxes1[:, None, :2], boxes2[None, :, :2])    # (N, M, 2)
@@ -135,7 +119,7 @@ def clip_boxes_to_image(boxes, size):
     """
     boxes = _as_boxes(boxes, "boxes", ndim=None)
     height, width = _check_image_size(size)
-    xp = _xp(boxes)
+    xp = get_array_module(boxes)
     out = boxes.copy()
     out[..., 0::2] = xp.clip(boxes[..., 0::2], 0, width)
     out[..., 1::2] = xp.clip(boxes[..., 1::2], 0, height)
@@ -150,7 +134,7 @@ def remove_small_boxes(boxes, min_size):
     boxes = _as_boxes(boxes, "boxes")
     if not isinstance(min_size, numbers.Real) or math.isnan(min_size):
         raise ValueError(f"min_size must be a real number, got {min_size!r}")
-    xp = _xp(boxes)
+    xp = get_array_module(boxes)
     ws = boxes[:, 2] - boxes[:, 0]
     hs = boxes[:, 3] - boxes[:, 1]
     keep = (ws >= min_size) & (hs >= min_size)
@@ -201,11 +185,11 @@ class BoxCoder:
         if reference_boxes.shape[0] != proposals.shape[0]:
             raise ValueError(f"reference_boxes and proposals must have the same length, got "
                              f"{reference_boxes.shape[0]} and {proposals.shape[0]}")
-        if _xp(reference_boxes) is not _xp(proposals):
+        if get_array_module(reference_boxes) is not get_array_module(proposals):
             raise ValueError("reference_boxes and proposals must be on the same device")
         _check_positive_size(reference_boxes, "reference_boxes")
         _check_positive_size(proposals, "proposals")
-        xp = _xp(reference_boxes)
+        xp = get_array_module(reference_boxes)
         wx, wy, ww, wh = xp.asarray(self.weights, dtype=reference_boxes.dtype)
 
         ex_widths = proposals[:, 2:3] - proposals[:, 0:1]            # (N, 1)
@@ -231,7 +215,7 @@ class BoxCoder:
         boxes: (N, 4) reference boxes (anchors or proposals). Returns (N, 4*K) boxes xyxy in the
         dtype of ``rel_codes``.
         """
-        rel_codes = _raw(rel_codes)
+        rel_codes = as_array(rel_codes)
         if rel_codes.ndim != 2 or rel_codes.shape[1] % 4 != 0 or rel_codes.shape[1] == 0:
             raise ValueError(f"rel_codes must be an array of shape (N, 4*K), got shape "
                              f"{tuple(rel_codes.shape)}")
@@ -241,9 +225,9 @@ class BoxCoder:
         if boxes.shape[0] != rel_codes.shape[0]:
             raise ValueError(f"rel_codes and boxes must have the same length, got "
                              f"{rel_codes.shape[0]} and {boxes.shape[0]}")
-        if _xp(rel_codes) is not _xp(boxes):
+        if get_array_module(rel_codes) is not get_array_module(boxes):
             raise ValueError("rel_codes and boxes must be on the same device")
-        xp = _xp(rel_codes)
+        xp = get_array_module(rel_codes)
         boxes = boxes.astype(rel_codes.dtype, copy=False)
 
         widths = boxes[:, 2] - boxes[:, 0]                            # (N,)
@@ -279,7 +263,7 @@ class BoxCoder:
 def _check_positive_size(boxes, name):
     if boxes.shape[0] == 0:
         return
-    xp = _xp(boxes)
+    xp = get_array_module(boxes)
     bad = ~((boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0) & xp.isfinite(boxes).all(axis=1))
     if bool(bad.any()):
         i = _first_index(bad)

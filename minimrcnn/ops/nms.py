@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .boxes import _as_boxes, _first_index, _raw, _xp
+from ..autograd.tensor import as_array
+from ..backend import get_array_module
+from .boxes import _as_boxes, _first_index
 
 __all__ = ["nms", "batched_nms", "nms_reference"]
 
@@ -45,7 +47,7 @@ def _check_threshold(iou_threshold):
 def _check_nms_inputs(boxes, scores, iou_threshold):
     """Validated (boxes (N, 4) float, scores (N,), threshold float)."""
     boxes = _as_boxes(boxes, "boxes")
-    scores = _raw(scores)
+    scores = as_array(scores)
     if scores.ndim != 1:
         raise ValueError(f"scores must be an array of shape (N,), got shape {tuple(scores.shape)}")
     if scores.shape[0] != boxes.shape[0]:
@@ -53,7 +55,7 @@ def _check_nms_inputs(boxes, scores, iou_threshold):
                          f"and {scores.shape[0]} scores")
     if scores.dtype.kind not in "fiu":
         raise TypeError(f"scores must hold real numbers, got dtype {scores.dtype}")
-    if _xp(boxes) is not _xp(scores):
+    if get_array_module(boxes) is not get_array_module(scores):
         raise ValueError("boxes and scores must be on the same device (both NumPy or both CuPy)")
     iou_threshold = _check_threshold(iou_threshold)
     if boxes.dtype not in (np.float32, np.float64):
@@ -61,7 +63,7 @@ def _check_nms_inputs(boxes, scores, iou_threshold):
     if scores.dtype.kind != "f":
         scores = scores.astype(np.float64)     # -scores must not wrap around (unsigned)
     if boxes.shape[0]:
-        xp = _xp(boxes)
+        xp = get_array_module(boxes)
         bad = ~xp.isfinite(boxes).all(axis=1) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
         if bool(bad.any()):
             i = _first_index(bad)
@@ -76,14 +78,14 @@ def _check_nms_inputs(boxes, scores, iou_threshold):
 
 def _descending_order(scores):
     """Indices by decreasing score, ties in input order (torchvision's stable descending sort)."""
-    xp = _xp(scores)
+    xp = get_array_module(scores)
     if xp is np:
         return np.argsort(-scores, kind="stable").astype(np.int64, copy=False)
     return xp.argsort(-scores).astype(np.int64, copy=False)     # CuPy: thrust stable sort
 
 
 def _empty_keep(like):
-    return _xp(like).empty((0,), dtype=np.int64)
+    return get_array_module(like).empty((0,), dtype=np.int64)
 
 
 # ---- reference -------------------------------------------------------------------------------------
@@ -96,7 +98,7 @@ def nms_reference(boxes, scores, iou_threshold):
     boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
     if boxes.shape[0] == 0:
         return _empty_keep(boxes)
-    xp = _xp(boxes)
+    xp = get_array_module(boxes)
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = (x2 - x1) * (y2 - y1)
     order = _descending_order(scores)         # candidates left, best first
@@ -208,7 +210,7 @@ def nms(boxes, scores, iou_threshold):
     boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
     if boxes.shape[0] == 0:
         return _empty_keep(boxes)
-    if _xp(boxes) is np:
+    if get_array_module(boxes) is np:
         return _nms_cpu(boxes, scores, iou_threshold)
     return _nms_cuda(boxes, scores, iou_threshold)
 
@@ -226,17 +228,17 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
     not separate the categories (torchvision assumes 0 <= x1, y1).
     """
     boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
-    idxs = _raw(idxs)
+    idxs = as_array(idxs)
     if idxs.ndim != 1 or idxs.shape[0] != boxes.shape[0]:
         raise ValueError(f"idxs must be an array of shape (N,) with N = {boxes.shape[0]} "
                          f"(one category per box), got shape {tuple(idxs.shape)}")
     if idxs.dtype.kind not in "iub":
         raise TypeError(f"idxs must hold integer categories, got dtype {idxs.dtype}")
-    if _xp(idxs) is not _xp(boxes):
+    if get_array_module(idxs) is not get_array_module(boxes):
         raise ValueError("idxs must be on the same device as boxes")
     if boxes.shape[0] == 0:
         return _empty_keep(boxes)
-    limit = 4000 if _xp(boxes) is np else 100_000
+    limit = 4000 if get_array_module(boxes) is np else 100_000
     if boxes.size > limit or bool(boxes.min() < 0):
         return _batched_nms_vanilla(boxes, scores, idxs, iou_threshold)
     return _batched_nms_coordinate_trick(boxes, scores, idxs, iou_threshold)
@@ -251,7 +253,7 @@ def _batched_nms_coordinate_trick(boxes, scores, idxs, iou_threshold):
 
 
 def _batched_nms_vanilla(boxes, scores, idxs, iou_threshold):
-    xp = _xp(boxes)
+    xp = get_array_module(boxes)
     keep_mask = xp.zeros(scores.shape, dtype=bool)
     for class_id in xp.unique(idxs).tolist():
         members = xp.nonzero(idxs == class_id)[0]
