@@ -1,10 +1,29 @@
 """Command line: ``python -m minimrcnn <command> --help``.
 
 Commands grow with the project; each one is a small function below registered in ``main``.
+
+User mistakes end in one line on stderr and exit status 2, never a traceback::
+
+    python -m minimrcnn convert missing.pth out.npz
+    python -m minimrcnn convert: error: missing.pth: no such file
+
+A command reports a mistake by raising :class:`UsageError` (or lets a ``FileNotFoundError``,
+``ConfigError`` or ``ValueError`` from checking its input through); ``main`` prints it. Pass
+``--traceback`` before the command to see the full traceback instead.
 """
 import argparse
+import os
 import sys
 import time
+
+
+class UsageError(Exception):
+    """A mistake in how a command was called (a missing file, a bad value): ``main`` prints
+    ``python -m minimrcnn <command>: error: <message>`` and exits with status 2."""
+
+
+# the errors that input checks raise (ConfigError is a ValueError): one line, exit 2
+USER_ERRORS = (UsageError, FileNotFoundError, ValueError)
 
 
 def cmd_gradcheck(args):
@@ -22,15 +41,13 @@ def cmd_gradcheck(args):
             backends.append(("cuda", cupy))
         except Exception as e:  # ImportError or no device
             if args.device == "cuda":
-                print(f"gradcheck: --device cuda needs CuPy and a GPU ({e})", file=sys.stderr)
-                return 2
+                raise UsageError(f"--device cuda needs CuPy and a GPU ({e})") from None
     if args.device == "cuda":
         backends = backends[1:]
 
     cases = [c for c in all_cases() if not args.op or any(p in c.op for p in args.op)]
     if not cases:
-        print(f"gradcheck: no case matches --op {args.op}", file=sys.stderr)
-        return 2
+        raise UsageError(f"no case matches --op {' '.join(args.op)}")
     header = f"{'op':<22} {'case':<34} {'dev':<4} {'mode':<11} {'max abs':>9} {'max rel':>9} {'result':<6} {'time':>7}"
     print(header)
     print("-" * len(header))
@@ -59,6 +76,13 @@ def cmd_gradcheck(args):
 def cmd_convert(args):
     """Convert a torchvision Mask R-CNN / Keypoint R-CNN .pth checkpoint into minimrcnn's .npz
     (old and new torchvision key names accepted; needs torch for this step only)."""
+    import importlib.util
+
+    if not os.path.isfile(args.pth):
+        raise UsageError(f"{args.pth}: no such file")
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError("reading a .pth checkpoint needs torch (pip install torch); "
+                         "minimrcnn's .npz checkpoints load without it")
     from .weights import convert_torchvision_checkpoint
     n = convert_torchvision_checkpoint(args.pth, args.out)
     print(f"wrote {n} arrays to {args.out}")
@@ -68,6 +92,8 @@ def cmd_convert(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minimrcnn",
                                      description="minimrcnn: Mask R-CNN from scratch, for teaching")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on an error, show the full traceback instead of the one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("gradcheck", help="gradient-check every differentiable op (float64)",
@@ -84,7 +110,14 @@ def main(argv=None):
     p.set_defaults(func=cmd_convert)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        if args.traceback:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__    # one line
+        print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -149,7 +149,13 @@ def convert_torchvision_checkpoint(pth_path, out_path):
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise RuntimeError("converting a .pth checkpoint needs torch (pip install torch); "
                            "our .npz checkpoints load without it") from e
-    checkpoint = torch.load(os.fspath(pth_path), map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(os.fspath(pth_path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch raises several kinds for a file it cannot read
+        raise ValueError(f"{pth_path}: not a torch checkpoint that torch.load(weights_only=True) "
+                         f"can read ({type(e).__name__}: {e})") from e
     for key in ("model", "state_dict"):
         if isinstance(checkpoint, dict) and key in checkpoint and isinstance(checkpoint[key], dict):
             checkpoint = checkpoint[key]

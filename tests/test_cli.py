@@ -1,4 +1,5 @@
 """The command line: `python -m minimrcnn gradcheck` prints its table and sets its exit code."""
+import importlib.util
 import subprocess
 import sys
 
@@ -49,3 +50,55 @@ def test_convert_cli_turns_a_torch_checkpoint_into_npz(tmp_path):
     assert meta["source"] == "ckpt.pth"
     np.testing.assert_array_equal(arrays["rpn.head.conv.0.0.weight"], state["rpn.head.conv.weight"].numpy())
     assert "rpn.head.conv.weight" not in arrays
+
+
+def _one_line_error(r, command):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"python -m minimrcnn {command}: error: "), r.stderr
+    return lines[0]
+
+
+def test_cli_user_mistakes_print_one_line_and_exit_2(tmp_path):
+    line = _one_line_error(run_cli("convert", str(tmp_path / "missing.pth"), str(tmp_path / "o.npz")),
+                           "convert")
+    assert "missing.pth: no such file" in line
+    line = _one_line_error(run_cli("gradcheck", "--op", "no_such_op"), "gradcheck")
+    assert "no case matches --op no_such_op" in line
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    if importlib.util.find_spec("torch") is not None:     # a file torch.load cannot read: ValueError
+        line = _one_line_error(run_cli("convert", str(tmp_path / "notes.pth"), str(tmp_path / "o.npz")),
+                               "convert")
+        assert "not a torch checkpoint" in line
+    r = run_cli("--traceback", "convert", str(tmp_path / "missing.pth"), str(tmp_path / "o.npz"))
+    assert r.returncode != 0 and "Traceback" in r.stderr and "UsageError" in r.stderr
+
+
+def test_cli_maps_user_errors_of_any_command_to_exit_2(capsys, monkeypatch):
+    """The mapping lives in main(), so a command gets it without code of its own."""
+    from minimrcnn import __main__ as cli
+    from minimrcnn.config import ConfigError
+
+    for error in (cli.UsageError("bad --iters 0"), FileNotFoundError("ann.json"),
+                  ConfigError("unknown config key 'lr'"), ValueError("boxes[3] has x2 < x1")):
+        def boom(args, error=error):
+            raise error
+        monkeypatch.setattr(cli, "cmd_gradcheck", boom)
+        assert cli.main(["gradcheck"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"python -m minimrcnn gradcheck: error: {error}\n"
+
+    def crash(args):
+        raise KeyError("a bug, not a user mistake")
+    monkeypatch.setattr(cli, "cmd_gradcheck", crash)
+    with pytest.raises(KeyError):                      # programming errors keep their traceback
+        cli.main(["gradcheck"])
+
+
+def test_convert_checks_its_input_before_importing_torch(tmp_path):
+    code = ("import sys; from minimrcnn.__main__ import main; "
+            f"rc = main(['convert', {str(tmp_path / 'missing.pth')!r}, {str(tmp_path / 'o.npz')!r}]); "
+            "print(rc, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["2", "False"], r.stdout + r.stderr
