@@ -445,6 +445,40 @@ def test_gradcheck_passes_correct_ops():
     assert res.passed
 
 
+class _SlightlyWrongSquare(Function):
+    """y = x**2 with backward 2x(1 + delta): a relative error of exactly delta everywhere."""
+
+    def __init__(self, delta):
+        self.delta = delta
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, gy):
+        return 2 * gy * self.x * (1 + self.delta)
+
+
+@pytest.mark.parametrize("shape,low,delta", [((3, 4), 5e-3, 1e-4), ((50, 100), 1e-3, 1e-5)],
+                         ids=["full", "directional"])
+def test_gradcheck_records_the_worst_relative_error(shape, low, delta):
+    """max_rel_err is measured, not left at 0 when every error is below atol."""
+    x = np.random.default_rng(4).uniform(low, 2 * low, shape)
+    res = gradcheck(lambda t: _SlightlyWrongSquare(delta)(t), [x])
+    assert res.passed and res.max_abs_err < 1e-5                # below atol: it used to read 0.0
+    np.testing.assert_allclose(res.max_rel_err, delta, rtol=1e-2)
+    res = gradcheck(lambda t: _Square()(t), [x])
+    assert 0 < res.max_rel_err < 1e-6                           # rounding only, but not zero
+
+
+def test_gradcheck_cli_max_rel_column_is_measured(capsys):
+    from minimrcnn.__main__ import main
+    assert main(["gradcheck", "--op", "exp", "log_softmax", "--device", "cpu"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.endswith("s")
+            and " pass " in line]
+    assert rows and all(float(r[5]) > 0 for r in rows), rows    # the "max rel" column
+
+
 def test_gradcheck_directional_mode():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((50, 100))       # 5000 elements > 4096: random directions

@@ -25,6 +25,13 @@ class GradcheckError(AssertionError):
 
 @dataclass
 class GradcheckResult:
+    """What a check measured over every coordinate (or direction) it compared.
+
+    max_abs_err: the worst $|n - a|$ (numeric n, analytic a). max_rel_err: the worst
+    $|n - a| / \\max(|n|, atol/rtol)$: the relative error where the gradient is large, and the
+    error measured against $atol/rtol$ where it is near 0 (below that the check is absolute:
+    a coordinate passes when $|n - a| \\le atol + rtol |n|$).
+    """
     max_abs_err: float = 0.0
     max_rel_err: float = 0.0
     passed: bool = True
@@ -134,12 +141,12 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_full=4096, n_direc
 
 def _update(result, num, ana, atol, rtol, where):
     err = abs(num - ana)
-    rel = err / max(abs(num), 1e-12)
+    rel = err / max(abs(num), atol / rtol if rtol > 0 else 0.0, 1e-300)
     ok = err <= atol + rtol * abs(num)
     if err > result.max_abs_err or (not ok and result.passed):
         result.worst = where
     result.max_abs_err = max(result.max_abs_err, err)
-    result.max_rel_err = max(result.max_rel_err, rel if err > atol else 0.0)
+    result.max_rel_err = max(result.max_rel_err, rel)
     result.passed = result.passed and ok
 
 
