@@ -303,10 +303,13 @@ def test_shifted_boxes_pass_at_iou_50_not_75(dataset):
         pred["boxes"][:, [0, 2]] += (w / 4)[:, None]
         return pred
 
-    metrics = _quiet_eval(GroundTruthModel(dataset, masks=False, keypoints=False, edit=shift), dataset)
-    assert set(metrics) == {"bbox", "per_class"}                 # no masks, no keypoints predicted
+    metrics = _quiet_eval(GroundTruthModel(dataset, keypoints=False, edit=shift), dataset)
+    assert set(metrics) == {"bbox", "segm", "per_class"}         # no keypoints predicted: none scored
     assert metrics["bbox"]["AP50"] == ONE and metrics["bbox"]["AP75"] == 0.0
     assert metrics["bbox"]["AP50"] > metrics["bbox"]["AP"] > metrics["bbox"]["AP75"]
+    assert metrics["segm"]["AP"] == ONE                          # segm scores the (untouched) masks, not boxes
+    metrics = _quiet_eval(GroundTruthModel(dataset, masks=False, keypoints=False, edit=shift), dataset)
+    assert set(metrics) == {"bbox", "per_class"}
 
 
 def test_no_detections_scores_zero_without_a_crash(dataset, tmp_path):
