@@ -32,24 +32,13 @@ import numpy as np
 
 from .backend import as_numpy
 
-__all__ = ["COCO_PERSON_KEYPOINT_NAMES", "COCO_PERSON_SKELETON", "DPI", "instance_color",
+__all__ = ["DPI", "instance_color",
            "draw_instances", "show_gt_and_predictions", "show_gallery", "draw_anchors",
            "draw_proposals", "draw_sampled_rois", "draw_feature_maps", "draw_mask_probabilities",
            "draw_mask_targets", "plot_curves", "read_metrics", "save_figure"]
 
 #: Resolution of every saved figure (dots per inch).
 DPI = 100
-
-#: The 17 COCO person keypoints, in COCO's order.
-COCO_PERSON_KEYPOINT_NAMES = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle")
-
-#: COCO's person skeleton as 0-based keypoint index pairs (COCO's json lists them 1-based).
-COCO_PERSON_SKELETON = (
-    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
-    (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
 
 # matplotlib's "tab10" colours, then "tab20"'s lighter ones: distinct on photos and on black
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -160,7 +149,11 @@ def _as_masks(masks, name, n, size):
 
 def _check_skeleton(skeleton, num_keypoints):
     if skeleton is None:
-        return COCO_PERSON_SKELETON if num_keypoints == 17 else ()
+        if num_keypoints != 17:
+            return ()
+        # COCO's person skeleton, one home: minimrcnn.data (1-based there, as in COCO files)
+        from .data.coco import COCO_PERSON_SKELETON
+        return tuple((a - 1, b - 1) for a, b in COCO_PERSON_SKELETON)
     pairs = []
     for e, edge in enumerate(skeleton):
         try:
@@ -190,8 +183,8 @@ def draw_instances(ax, image, boxes=None, labels=None, scores=None, masks=None, 
     (named by ``class_names[label]``); scores (N,): instances with score < ``score_thresh`` are
     not drawn (without scores all are); masks (N, H, W) or (N, 1, H, W), pixels > 0.5 filled
     with the instance's colour at ``mask_alpha`` and outlined; keypoints (N, K, 3) [x, y, v],
-    points with v > 0 and the ``skeleton`` lines (0-based pairs; default COCO's person skeleton
-    when K = 17) between two such points.
+    points with v > 0 and the ``skeleton`` lines (0-based pairs, as ``ds.skeleton``; default
+    COCO's person skeleton when K = 17) between two such points.
 
     Artists: one Rectangle patch per drawn box, one Line2D per drawn skeleton edge, one point
     collection per instance with keypoints. Instance i (its index in the inputs) has colour

@@ -68,22 +68,25 @@ def test_draw_instances_boxes_captions_and_threshold():
 
 
 def test_draw_instances_keypoints_and_skeleton():
-    kp = np.zeros((2, 17, 3), np.float32)
-    kp[:, :, 0] = np.arange(17) + 2
+    kp = np.zeros((2, 5, 3), np.float32)
+    kp[:, :, 0] = np.arange(5) + 2
     kp[:, :, 1] = 20
     kp[:, :, 2] = 2
-    kp[1, 0, 2] = 0                                     # second person: nose not labelled
-    ax = viz.draw_instances(None, _image(), keypoints=kp)
-    n_edges = len(viz.COCO_PERSON_SKELETON)
-    nose_edges = sum(0 in e for e in viz.COCO_PERSON_SKELETON)
-    assert n_edges == 19 and nose_edges == 2
-    assert len(ax.lines) == 2 * n_edges - nose_edges
-    assert [len(c.get_offsets()) for c in ax.collections] == [17, 16]
-    # a custom skeleton (0-based pairs) and K != 17
-    ax = viz.draw_instances(None, _image(), keypoints=kp[:1, :3], skeleton=[(0, 1), (1, 2)])
-    assert len(ax.lines) == 2
-    with pytest.raises(ValueError, match=r"skeleton\[0\] = \(0, 3\)"):
-        viz.draw_instances(None, _image(), keypoints=kp[:1, :3], skeleton=[(0, 3)])
+    kp[1, 0, 2] = 0                                     # second instance: keypoint 0 not labelled
+    skeleton = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 4)]
+    ax = viz.draw_instances(None, _image(), keypoints=kp, skeleton=skeleton)
+    assert len(ax.lines) == 5 + 3                       # the two edges of keypoint 0 are not drawn
+    assert [len(c.get_offsets()) for c in ax.collections] == [5, 4]
+    assert to_rgb(ax.lines[5].get_color()) == to_rgb(viz.instance_color(1))
+    with pytest.raises(ValueError, match=r"skeleton\[1\] = \(0, 5\)"):
+        viz.draw_instances(None, _image(), keypoints=kp, skeleton=[(0, 1), (0, 5)])
+    # K = 17 without a skeleton: COCO's person skeleton (19 edges, 2 of them at the nose)
+    kp17 = np.ones((2, 17, 3), np.float32) * 10
+    kp17[1, 0, 2] = 0
+    ax = viz.draw_instances(None, _image(), keypoints=kp17)
+    assert len(ax.lines) == 19 + 17
+    # other K without a skeleton: points only
+    assert len(viz.draw_instances(None, _image(), keypoints=kp).lines) == 0
 
 
 def test_draw_instances_mask_fills_the_right_pixels():
