@@ -343,7 +343,7 @@ def test_inspect_model_writes_every_stage(tmp_path):
             im.verify()
 
     # the stages are those of the model's own forward: the final detections are predict's
-    s = run_stages(model, image)
+    s = run_stages(model, image.astype(np.float64))             # cast to the model's float32, as predict
     pred = model.predict([image])[0]
     np.testing.assert_allclose(s["final"]["boxes"], pred["boxes"], rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(s["final"]["masks"], pred["masks"], atol=1e-5)

@@ -50,7 +50,7 @@ def _check_inputs(model, image):
 def run_stages(model, image):
     """Run ``model`` on one image stage by stage; returns a dict of NumPy arrays.
 
-    image: float32 (3, H, W) RGB in [0, 1]. Keys:
+    image: float (3, H, W) RGB in [0, 1] (cast to the model's dtype, moved to its device). Keys:
       "input" (3, H, W); "transformed" (3, Hp, Wp) the padded batch image, denormalised
       ($x \\sigma + \\mu$) to [0, 1]; "image_size" (h, w) after the resize; "padded_size" (Hp, Wp);
       "features" OrderedDict name -> (C, H_l, W_l); "strides" dict name -> anchor stride;
@@ -69,21 +69,24 @@ def run_stages(model, image):
       (D, 1, H, W)), what ``model.predict`` returns.
     """
     _check_inputs(model, image)
-    device = next((device_of(p) for p in model.parameters()), "cpu")
+    # the parameters' dtype and device (float32 on the CPU for a model without parameters)
+    param = next((p for p in model.parameters() if p.dtype.kind == "f"), None)
+    dtype, device = (np.dtype(np.float32), "cpu") if param is None else (param.dtype, device_of(param))
     was_training = model.training
     model.eval()
     try:
         with no_grad():
-            return _run_stages(model, image, device)
+            return _run_stages(model, image, dtype, device)
     finally:
         model.train(was_training)
 
 
-def _run_stages(model, image, device):
+def _run_stages(model, image, dtype, device):
     out = {"input": as_numpy(as_array(image))}
     image = as_array(image)
     if device_of(image) != device:
         image = to_device(image, device)
+    image = image.astype(dtype, copy=False)              # e.g. a float64 image, as predict does
     original_size = (int(image.shape[-2]), int(image.shape[-1]))
 
     # 1. transform: normalise, resize, pad
