@@ -17,6 +17,7 @@ An unknown key or a bad value raises ``ConfigError`` naming the key. Presets:
 """
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, fields
 
 __all__ = ["Config", "ConfigError", "get_config", "PRESETS"]
@@ -89,6 +90,18 @@ class Config:
     num_keypoints: int = 17
     keypoint_pooler_resolution: int = 14
     keypoint_head_layers: tuple = (512,) * 8
+    # ---- training schedule (Section 3.1: SGD, momentum 0.9, weight decay 1e-4, lr 0.02 for
+    #      16 images per batch, divided by 10 at 120k of 160k iterations) ----------------------
+    ims_per_batch: int = 16                 # images per SGD step
+    base_lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4              # not applied to biases and norm parameters
+    max_iter: int = 160000
+    lr_steps: tuple = (0.75,)               # fractions of max_iter where lr is divided by 10
+    warmup_iters: int = 500                 # linear warmup from warmup_factor * base_lr
+    warmup_factor: float = 1.0 / 3
+    flip_prob: float = 0.5                  # horizontal flips in training
+    seed: int = 0                           # weights, sampling and data order
 
     def __post_init__(self):
         self.validate()
@@ -101,7 +114,7 @@ class Config:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"config key {key!r} must be one of {allowed}, got {getattr(self, key)!r}")
-        if self.backbone == "resnet" and self.depth not in (50, 101):
+        if self.backbone == "resnet" and (not _is_int(self.depth) or self.depth not in (50, 101)):
             raise ConfigError(f"config key 'depth' must be 50 or 101 for a ResNet, got {self.depth!r}")
         positive = ["min_size", "max_size", "size_divisible", "num_classes", "fpn_channels",
                     "box_pooler_resolution", "mask_pooler_resolution", "box_head_dim",
@@ -109,7 +122,7 @@ class Config:
                     "groups", "width_per_group", "num_keypoints", "keypoint_pooler_resolution"]
         for key in positive:
             v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            if not _is_int(v) or v <= 0:
                 raise ConfigError(f"config key {key!r} must be a positive integer, got {v!r}")
         for key in ["rpn_nms_thresh", "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_positive_fraction",
                     "box_fg_iou_thresh", "box_bg_iou_thresh", "box_positive_fraction", "box_nms_thresh",
@@ -119,8 +132,27 @@ class Config:
                 raise ConfigError(f"config key {key!r} must be a number in [0, 1], got {v!r}")
         if self.num_classes < 2:
             raise ConfigError(f"config key 'num_classes' counts the background too: need >= 2, got {self.num_classes}")
-        if not 0 <= self.trainable_layers <= 5:
-            raise ConfigError(f"config key 'trainable_layers' must be in 0..5, got {self.trainable_layers!r}")
+        if not _is_int(self.trainable_layers) or not 0 <= self.trainable_layers <= 5:
+            raise ConfigError(f"config key 'trainable_layers' must be an integer in 0..5, got "
+                              f"{self.trainable_layers!r}")
+        for key in ("aspect_ratios", "box_reg_weights"):
+            values = getattr(self, key)
+            if not isinstance(values, tuple) or not values or not all(_is_positive_number(v) for v in values):
+                raise ConfigError(f"config key {key!r} must be a non-empty tuple of positive numbers, "
+                                  f"got {values!r}")
+        if len(self.box_reg_weights) != 4:
+            raise ConfigError(f"config key 'box_reg_weights' needs 4 values (wx, wy, ww, wh), got "
+                              f"{self.box_reg_weights!r}")
+        if not isinstance(self.anchor_sizes, tuple) or not self.anchor_sizes or not all(
+                isinstance(level, tuple) and level and all(_is_positive_number(v) for v in level)
+                for level in self.anchor_sizes):
+            raise ConfigError(f"config key 'anchor_sizes' must be a non-empty tuple with one non-empty "
+                              f"tuple of positive sizes per level, got {self.anchor_sizes!r}")
+        for key in ("mask_head_layers", "keypoint_head_layers", "classroom_widths", "classroom_blocks"):
+            values = getattr(self, key)
+            if not isinstance(values, tuple) or not values or not all(_is_int(v) and v > 0 for v in values):
+                raise ConfigError(f"config key {key!r} must be a non-empty tuple of positive integers, "
+                                  f"got {values!r}")
         if len(self.classroom_widths) != 4 or len(self.classroom_blocks) != 4:
             raise ConfigError("config keys 'classroom_widths' and 'classroom_blocks' need 4 values (res2..res5), "
                               f"got {self.classroom_widths!r} and {self.classroom_blocks!r}")
@@ -130,14 +162,49 @@ class Config:
             raise ConfigError("config key 'box_head': 'res5' goes with features='c4' (Figure 4 left), not 'fpn'")
         if not isinstance(self.frozen_bn_eps, (int, float)) or self.frozen_bn_eps < 0:
             raise ConfigError(f"config key 'frozen_bn_eps' must be a number >= 0, got {self.frozen_bn_eps!r}")
+        self._validate_schedule()
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ConfigError(f"config keys 'image_mean'/'image_std' need 3 values, got {self.image_mean!r}, {self.image_std!r}")
+
+    def _validate_schedule(self):
+        for key in ("ims_per_batch", "max_iter"):
+            v = getattr(self, key)
+            if not _is_int(v) or v <= 0:
+                raise ConfigError(f"config key {key!r} must be a positive integer, got {v!r}")
+        for key in ("warmup_iters", "seed"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"config key {key!r} must be an integer >= 0, got {v!r}")
+        for key in ("base_lr", "momentum", "weight_decay"):
+            v = getattr(self, key)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
+                raise ConfigError(f"config key {key!r} must be a number >= 0, got {v!r}")
+        if not isinstance(self.warmup_factor, (int, float)) or not 0 < self.warmup_factor <= 1:
+            raise ConfigError(f"config key 'warmup_factor' must be in (0, 1], got {self.warmup_factor!r}")
+        if not isinstance(self.flip_prob, (int, float)) or not 0 <= self.flip_prob <= 1:
+            raise ConfigError(f"config key 'flip_prob' must be in [0, 1], got {self.flip_prob!r}")
+        steps = tuple(self.lr_steps)
+        if not all(isinstance(f, (int, float)) and 0 < f < 1 for f in steps) or list(steps) != sorted(set(steps)):
+            raise ConfigError(f"config key 'lr_steps' must be increasing fractions of max_iter in (0, 1), "
+                              f"got {self.lr_steps!r}")
+
+    def lr_milestones(self):
+        """The iterations where the learning rate drops: ``lr_steps`` times ``max_iter``."""
+        return [int(round(f * self.max_iter)) for f in self.lr_steps]
 
     def replace(self, **overrides):
         return _apply(self, overrides)
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_positive_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 def _apply(cfg, overrides):

@@ -28,9 +28,23 @@ def build_model(cfg):
     """
     from .modeling.roi_heads import build_roi_heads
 
+    _check_config(cfg)
     backbone = build_backbone(cfg)
     rpn = build_rpn(cfg, backbone.out_channels)
     # the RoI poolers read P2..P5 ("0".."3"), not the RPN-only P6 ("pool"), as torchvision
     featmap_names = [name for name in backbone.feature_strides if name != "pool"]
     roi_heads = build_roi_heads(cfg, backbone.out_channels, featmap_names)
     return MaskRCNN(backbone, rpn, roi_heads, build_transform(cfg), cfg=cfg)
+
+
+def _check_config(cfg):
+    from .config import Config
+    if isinstance(cfg, Config):
+        return
+    if isinstance(cfg, str):
+        raise TypeError(f"build_model takes a Config, got the string {cfg!r}; for a preset use "
+                        f"build_model(get_config({cfg!r}))")
+    if isinstance(cfg, dict):
+        raise TypeError("build_model takes a Config, got a dict; use build_model(Config(**d)) or "
+                        "get_config(preset, **overrides)")
+    raise TypeError(f"build_model takes a minimrcnn.config.Config, got {type(cfg).__name__}")

@@ -6,6 +6,7 @@ Kept small: 96x128 images resized to 64 (x 85) pixels, few proposals and sampled
 """
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -427,3 +428,87 @@ def test_bad_images_and_labels_are_refused_with_the_value():
                       masks=np.zeros((1, 64, 64), np.uint8))
         with pytest.raises(ValueError, match=rf"labels'\] must be in \[1, 3\].*got {label} at index 0"):
             model([image], [target])
+
+
+# ---- the model's door: bad input gets one clear error before any work -------------------------
+@pytest.fixture(scope="module")
+def small_model():
+    return build_model(_small_cfg("classroom_fpn"))
+
+
+@pytest.mark.parametrize("values, message", [
+    ((0, 255), r"masks'\] holds 0/255 values.*masks > 0"),
+    ((0, 2), r"masks'\] must be binary \{0, 1\}.*\[2\]"),
+    ((0.0, np.nan), r"masks'\] contains NaN"),
+    ((0.0, 0.5), r"masks'\] must be binary \{0, 1\}.*\[0.5\]"),
+])
+def test_training_masks_must_be_binary(small_model, values, message):
+    target = _target(small_model.cfg)
+    dtype = np.float32 if isinstance(values[1], float) else np.uint8
+    target["masks"] = np.where(target["masks"] > 0, values[1], values[0]).astype(dtype)
+    small_model.train()
+    with pytest.raises(ValueError, match=message):
+        small_model([_image()], [target])
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.float32, np.int64])
+def test_binary_masks_of_any_dtype_train(small_model, dtype):
+    target = _target(small_model.cfg)
+    target["masks"] = target["masks"].astype(dtype)
+    small_model.train()
+    losses = small_model([_image()], [target])
+    assert all(np.isfinite(v.item()) and v.item() >= 0 for v in losses.values())
+
+
+@pytest.mark.parametrize("num_masks", [1, 3])
+def test_one_mask_per_box(small_model, num_masks):
+    target = _target(small_model.cfg)
+    target["masks"] = np.resize(target["masks"], (num_masks, H, W_))
+    small_model.train()
+    with pytest.raises(ValueError, match=rf"masks'\] must have shape \(2, {H}, {W_}\): one mask per box.*"
+                                         rf"got \({num_masks}, {H}, {W_}\)"):
+        small_model([_image()], [target])
+
+
+def test_float64_images_are_cast_to_the_models_dtype(small_model):
+    image64 = np.random.default_rng(3).random((3, H, W_))                 # float64, as np.random gives
+    small_model.eval()
+    got, expected = small_model.predict([image64])[0], small_model.predict([image64.astype(np.float32)])[0]
+    assert got.keys() == expected.keys()
+    for key in got:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    small_model.train()
+    losses = small_model([image64], [_target(small_model.cfg)])
+    assert all(v.dtype == np.float32 for v in losses.values())
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.zeros((H, W_), np.float32), r"array of shape \(96, 128\) \(a grayscale image"),
+    ("image.png", r"not paths \(got 'image.png'\)"),
+    (None, r"got NoneType"),
+    ([None], r"images\[0\] must be a \(3, H, W\) float array, got NoneType"),
+])
+def test_predict_refuses_what_is_not_an_image(small_model, images, message):
+    with pytest.raises(TypeError, match=message):
+        small_model.predict(images)
+
+
+def test_an_image_that_would_resize_to_nothing_is_refused(small_model):
+    with pytest.raises(ValueError, match=r"images\[0\] of size 1x2000 would be resized to 0x96.*aspect ratio"):
+        small_model.predict([np.zeros((3, 1, 2000), np.float32)])
+
+
+def test_build_model_takes_a_config():
+    with pytest.raises(TypeError, match=r"got the string 'classroom_fpn'.*get_config\('classroom_fpn'\)"):
+        build_model("classroom_fpn")
+    with pytest.raises(TypeError, match="got a dict"):
+        build_model(get_config("classroom_fpn").to_dict())
+
+
+@pytest.mark.parametrize("key, value", [("aspect_ratios", ()), ("mask_head_layers", ()),
+                                        ("trainable_layers", 2.5), ("anchor_sizes", ((16,), (), (64,))),
+                                        ("keypoint_head_layers", (64, 0)), ("depth", 50.0)])
+def test_config_refuses_empty_and_fractional_values(key, value):
+    from minimrcnn.config import ConfigError
+    with pytest.raises(ConfigError, match=rf"config key '{key}'.*got {re.escape(repr(value))}"):
+        get_config("tv_r50_fpn", **{key: value})

@@ -26,7 +26,7 @@ import numpy as np
 from .. import nn
 from ..autograd import Tensor, no_grad
 from ..autograd.tensor import as_array
-from ..backend import as_numpy, device_of, to_device
+from ..backend import as_numpy, device_of, is_cupy_array, to_device
 from ..ops import AnchorGenerator
 from .rpn import RegionProposalNetwork, RPNHead
 from .transform import GeneralizedRCNNTransform
@@ -88,84 +88,14 @@ class MaskRCNN(nn.Module):
         self.roi_heads = roi_heads
         self.cfg = cfg
 
-    # ---- inputs ---------------------------------------------------------------------------
-    def _device(self):
-        for p in self.parameters():
-            return device_of(p)
-        return "cpu"
-
-    @staticmethod
-    def _check_targets(targets, num_images, num_classes):
-        if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
-            n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
-            raise ValueError(f"targets must be a list of {num_images} dicts (one per image), got {n}")
-        for i, target in enumerate(targets):
-            if not hasattr(target, "keys") or "boxes" not in target:
-                raise ValueError(f"targets[{i}] must be a dict with 'boxes' (M, 4) and 'labels' (M,), "
-                                 f"got {type(target).__name__}"
-                                 f"{' with keys ' + repr(sorted(target.keys())) if hasattr(target, 'keys') else ''}")
-            boxes = as_array(target["boxes"])
-            shape = tuple(getattr(boxes, "shape", ()))
-            if len(shape) != 2 or shape[-1] != 4:
-                raise ValueError(f"targets[{i}]['boxes'] must have shape (M, 4), got {shape}")
-            if "labels" in target:
-                labels = as_numpy(target["labels"])
-                if labels.shape != (shape[0],):
-                    raise ValueError(f"targets[{i}]['labels'] must have shape ({shape[0]},), got {labels.shape}")
-                bad = (labels < 1) | (labels >= num_classes)
-                if bad.any():
-                    raise ValueError(f"targets[{i}]['labels'] must be in [1, {num_classes - 1}] (0 is the "
-                                     f"background), got {labels[bad][0]} at index {int(np.flatnonzero(bad)[0])}")
-
-    @staticmethod
-    def _check_degenerate(targets):
-        """After the resize: every box needs x2 > x1 and y2 > y1 (as torchvision checks)."""
-        for i, target in enumerate(targets):
-            boxes = as_numpy(target["boxes"])
-            bad = (boxes[:, 2:] <= boxes[:, :2]).any(axis=1)
-            if bad.any():
-                j = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"All bounding boxes should have positive height and width. Found "
-                                 f"invalid box {boxes[j].tolist()} (after the resize) for target at "
-                                 f"index {i}, box {j}")
-
-    def _move_inputs(self, images, targets):
-        device = self._device()
-        images = [to_device(as_array(img), device) if device_of(img) != device else as_array(img) for img in images]
-        if targets is not None:
-            moved = []
-            for t in targets:
-                t = dict(t)
-                for k, v in t.items():
-                    v = v.data if isinstance(v, Tensor) else v
-                    if hasattr(v, "shape") and hasattr(v, "dtype") and device_of(v) != device:
-                        t[k] = to_device(v, device)
-                    else:
-                        t[k] = v
-                moved.append(t)
-            targets = moved
-        return images, targets
-
     # ---- forward --------------------------------------------------------------------------
     def forward(self, images, targets=None):
-        if not isinstance(images, (list, tuple)):
-            raise TypeError(f"images must be a list of (3, H, W) float arrays, got {type(images).__name__} "
-                            f"(for one image pass [image])")
-        if self.training:
-            if targets is None:
-                raise ValueError("targets should not be None in training mode (call model.eval() to predict)")
-            num_classes = self.roi_heads.box_predictor.cls_score.weight.shape[0]   # incl. background
-            self._check_targets(targets, len(images), num_classes)
-        images, targets = self._move_inputs(images, targets)
-        original_image_sizes = []
-        for i, img in enumerate(images):
-            if getattr(img, "ndim", 0) != 3:
-                raise ValueError(f"images[{i}] must be a (3, H, W) array, got shape {getattr(img, 'shape', None)}")
-            original_image_sizes.append((int(img.shape[-2]), int(img.shape[-1])))
+        images, targets = self._check_inputs(images, targets)
+        original_image_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
 
         images, targets = self.transform(images, targets)
         if targets is not None:
-            self._check_degenerate(targets)
+            _check_resized_boxes(targets)
 
         features = self.backbone(images.tensors)
         if isinstance(features, Tensor):
@@ -184,19 +114,19 @@ class MaskRCNN(nn.Module):
     def predict(self, images):
         """Detections as NumPy arrays, without gradients, in eval mode (the mode is restored).
 
-        images: a list of float32 (3, H, W) RGB arrays in [0, 1] (a single (3, H, W) array or an
-        (N, 3, H, W) batch is accepted too). Returns one dict per image: "boxes" (D, 4) float32
-        xyxy, "labels" (D,) int64, "scores" (D,) float32, "masks" (D, 1, H, W) float32
-        probabilities (mask head), "keypoints" (D, K, 3) float32 and "keypoints_scores" (D, K)
-        (keypoint head); D <= ``box_detections_per_img``, by decreasing score.
+        images: a list of float (3, H, W) RGB arrays in [0, 1] (a single (3, H, W) array or an
+        (N, 3, H, W) batch is accepted too; float64 images are cast to the model's dtype).
+        Returns one dict per image: "boxes" (D, 4) float32 xyxy, "labels" (D,) int64, "scores"
+        (D,) float32, "masks" (D, 1, H, W) float32 probabilities (mask head), "keypoints"
+        (D, K, 3) float32 and "keypoints_scores" (D, K) (keypoint head); D <=
+        ``box_detections_per_img``, by decreasing score.
         """
-        if hasattr(images, "ndim") and not isinstance(images, (list, tuple)):
-            images = [images] if images.ndim == 3 else list(images)
+        images = _as_image_list(images)
         was_training = self.training
         self.eval()
         try:
             with no_grad():
-                detections = self.forward(list(images))
+                detections = self.forward(images)
         finally:
             self.train(was_training)
         out = []
@@ -212,6 +142,31 @@ class MaskRCNN(nn.Module):
             out.append(d)
         return out
 
+    # ---- inputs ---------------------------------------------------------------------------
+    def _dtype_and_device(self):
+        """The floating dtype and the device of the parameters (float32, 'cpu' without any)."""
+        for p in self.parameters():
+            if p.dtype.kind == "f":
+                return p.dtype, device_of(p)
+        return np.dtype(np.float32), "cpu"
+
+    def _check_inputs(self, images, targets):
+        """The model's door: images as arrays of the model's dtype on its device; in training
+        the targets checked (see :func:`_check_targets`) and moved to that device."""
+        if not isinstance(images, (list, tuple)):
+            raise TypeError(f"images must be a list of (3, H, W) float arrays, got {type(images).__name__} "
+                            f"(for one image pass [image])")
+        dtype, device = self._dtype_and_device()
+        images = [_check_image(img, i, dtype, device) for i, img in enumerate(images)]
+        if not self.training:
+            return images, None
+        if targets is None:
+            raise ValueError("targets should not be None in training mode (call model.eval() to predict)")
+        heads = self.roi_heads
+        _check_targets(targets, images, num_classes=heads.box_predictor.cls_score.weight.shape[0],
+                       masks=heads.has_mask(), keypoints=heads.has_keypoint())
+        return images, [_move_target(t, device) for t in targets]
+
     # ---- weights ---------------------------------------------------------------------------
     def load_torchvision_state_dict(self, state_dict, strict=True):
         """Load a torchvision state dict: ``{name: ndarray}`` (torch tensors are converted).
@@ -223,3 +178,145 @@ class MaskRCNN(nn.Module):
         and unexpected keys and every shape mismatch (naming the key)."""
         from ..weights import to_numpy_state_dict, upgrade_torchvision_keys
         return self.load_state_dict(upgrade_torchvision_keys(to_numpy_state_dict(state_dict)), strict=strict)
+
+
+# ---- the checks at the door -------------------------------------------------------------------
+
+def _as_image_list(images):
+    """predict's ``images``: a list, one (3, H, W) array, or an (N, 3, H, W) batch -> a list."""
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    if isinstance(images, (str, bytes)) or hasattr(images, "__fspath__"):
+        raise TypeError(f"predict takes images as arrays, not paths (got {images!r}); load the image "
+                        f"first, e.g. np.asarray(PIL.Image.open(path).convert('RGB'), np.float32)"
+                        f".transpose(2, 0, 1) / 255")
+    ndim = getattr(images, "ndim", None)
+    if ndim == 3:
+        return [images]
+    if ndim == 4:
+        return list(images)
+    raise TypeError(f"images must be a list of (3, H, W) float RGB arrays, one (3, H, W) array or an "
+                    f"(N, 3, H, W) batch, got "
+                    f"{type(images).__name__ if ndim is None else f'an array of shape {tuple(images.shape)}'}"
+                    f"{' (a grayscale image? stack it into 3 channels)' if ndim == 2 else ''}")
+
+
+def _check_image(image, i, dtype, device):
+    """images[i] as an array on ``device``; a floating image is cast to ``dtype`` (float64 images,
+    as ``np.random.rand`` and ``/ 255.0`` give, run in the model's float32). Shapes and values
+    are the transform's to check."""
+    if not (isinstance(image, Tensor) or hasattr(image, "__array__") or is_cupy_array(image)):
+        raise TypeError(f"images[{i}] must be a (3, H, W) float array, got {type(image).__name__}")
+    image = as_array(image)
+    if device_of(image) != device:
+        image = to_device(image, device)
+    if image.dtype.kind == "f" and image.dtype != dtype:
+        image = image.astype(dtype)
+    return image
+
+
+def _move_target(target, device):
+    """A new dict with the target's arrays on ``device``; other entries ("image_id", ...) as they are."""
+    moved = {}
+    for key, value in target.items():
+        value = as_array(value) if isinstance(value, Tensor) else value
+        if hasattr(value, "shape") and hasattr(value, "dtype") and device_of(value) != device:
+            value = to_device(value, device)
+        moved[key] = value
+    return moved
+
+
+def _check_targets(targets, images, num_classes, masks, keypoints):
+    """Training targets, before any work: one dict per image with
+
+    - "boxes" (M, 4) finite xyxy with x2 > x1 and y2 > y1, in input-image pixels;
+    - "labels" (M,) integers in [1, num_classes - 1] (0 is the background);
+    - "masks" (M, H, W) binary {0, 1} (bool, integer or float), one per box (mask head);
+    - "keypoints" (M, K, 3) [x, y, visibility] (keypoint head);
+    - optionally "crowd_boxes" (C, 4) finite xyxy, x1 <= x2, y1 <= y2: crowd regions (C may be 0).
+    Other keys ("image_id", ...) pass through unread.
+    """
+    if not isinstance(targets, (list, tuple)) or len(targets) != len(images):
+        n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise ValueError(f"targets must be a list of {len(images)} dicts (one per image), got {n}")
+    for i, (target, image) in enumerate(zip(targets, images)):
+        needed = ["boxes", "labels"] + ["masks"] * masks + ["keypoints"] * keypoints
+        if not hasattr(target, "keys") or any(k not in target for k in needed):
+            keys = f" with keys {sorted(target.keys())!r}" if hasattr(target, "keys") else ""
+            raise ValueError(f"targets[{i}] must be a dict with {', '.join(map(repr, needed))}, "
+                             f"got {type(target).__name__}{keys}")
+        boxes = _numeric(target["boxes"], f"targets[{i}]['boxes']")
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"targets[{i}]['boxes'] must have shape (M, 4), got {tuple(boxes.shape)}")
+        M = boxes.shape[0]
+        bad = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"targets[{i}]['boxes'][{j}] = {boxes[j].tolist()}: boxes must be finite "
+                             f"x1, y1, x2, y2 with positive height and width")
+        labels = _numeric(target["labels"], f"targets[{i}]['labels']")
+        if labels.shape != (M,) or labels.dtype.kind not in "iu":
+            raise ValueError(f"targets[{i}]['labels'] must be ({M},) integers (one per box), got shape "
+                             f"{labels.shape} and dtype {labels.dtype}")
+        bad = (labels < 1) | (labels >= num_classes)
+        if bad.any():
+            raise ValueError(f"targets[{i}]['labels'] must be in [1, {num_classes - 1}] (0 is the "
+                             f"background), got {labels[bad][0]} at index {int(np.flatnonzero(bad)[0])}")
+        if masks:
+            _check_masks(_numeric(target["masks"], f"targets[{i}]['masks']"), i, M, image.shape[-2:])
+        if keypoints:
+            kp = _numeric(target["keypoints"], f"targets[{i}]['keypoints']")
+            if kp.ndim != 3 or kp.shape[0] != M or kp.shape[2] != 3:
+                raise ValueError(f"targets[{i}]['keypoints'] must have shape ({M}, K, 3) (one set per "
+                                 f"box), got {tuple(kp.shape)}")
+        if "crowd_boxes" in target:
+            crowd = _numeric(target["crowd_boxes"], f"targets[{i}]['crowd_boxes']")
+            if crowd.ndim != 2 or crowd.shape[1] != 4:
+                raise ValueError(f"targets[{i}]['crowd_boxes'] must have shape (C, 4), got "
+                                 f"{tuple(crowd.shape)}")
+            bad = ~np.isfinite(crowd).all(axis=1) | (crowd[:, 2] < crowd[:, 0]) | (crowd[:, 3] < crowd[:, 1])
+            if bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"targets[{i}]['crowd_boxes'][{j}] = {crowd[j].tolist()}: crowd boxes "
+                                 f"must be finite x1, y1, x2, y2 with x1 <= x2 and y1 <= y2")
+
+
+def _numeric(value, name):
+    """A target entry as a NumPy array of numbers (for checking; the entry itself is kept)."""
+    array = as_numpy(as_array(value))
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a numeric array, got dtype {array.dtype}")
+    return array
+
+
+def _check_masks(masks, i, num_boxes, image_size):
+    """One binary (H, W) mask per box: values in {0, 1}; 0/255 image masks get their own message."""
+    H, W = (int(s) for s in image_size)
+    if masks.shape != (num_boxes, H, W):
+        raise ValueError(f"targets[{i}]['masks'] must have shape ({num_boxes}, {H}, {W}): one mask per "
+                         f"box, of the image's size; got {tuple(masks.shape)}")
+    if masks.dtype == bool or masks.size == 0:
+        return
+    lo, hi = masks.min(), masks.max()                        # NaN propagates to both
+    if masks.dtype.kind == "f" and (np.isnan(lo) or np.isnan(hi)):
+        raise ValueError(f"targets[{i}]['masks'] contains NaN; masks must be binary {{0, 1}}")
+    binary = (masks == 0) | (masks == 1)
+    if lo >= 0 and hi <= 1 and (masks.dtype.kind != "f" or binary.all()):
+        return
+    if hi == 255 and ((masks == 0) | (masks == 255)).all():
+        raise ValueError(f"targets[{i}]['masks'] holds 0/255 values (an 8-bit image): masks must be "
+                         f"binary {{0, 1}}; pass masks > 0 (or masks // 255)")
+    raise ValueError(f"targets[{i}]['masks'] must be binary {{0, 1}} (bool, integer or float), got "
+                     f"values such as {np.unique(masks[~binary])[:5].tolist()}")
+
+
+def _check_resized_boxes(targets):
+    """After the resize: every box needs x2 > x1 and y2 > y1 (as torchvision checks)."""
+    for i, target in enumerate(targets):
+        boxes = as_numpy(target["boxes"])
+        bad = (boxes[:, 2:] <= boxes[:, :2]).any(axis=1)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"All bounding boxes should have positive height and width. Found "
+                             f"invalid box {boxes[j].tolist()} (after the resize) for target at "
+                             f"index {i}, box {j}")

@@ -139,12 +139,13 @@ class GeneralizedRCNNTransform(nn.Module):
             size = self.min_size[-1]
         return resized_image_size(height, width, size, self.max_size)[0]
 
-    def resize(self, image, target=None):
-        """Resize one normalised (3, H, W) image to :meth:`target_size` (bilinear, half-pixel
-        centres, sampling ratio H/H' and W/W'), and its target: boxes and keypoints scaled,
-        masks (M, H, W) resized by nearest neighbour (kept in their dtype)."""
+    def resize(self, image, target=None, size=None):
+        """Resize one normalised (3, H, W) image to ``size`` (H', W') (default
+        :meth:`target_size`) by bilinear interpolation (half-pixel centres, sampling ratio H/H'
+        and W/W'), and its target: boxes, crowd boxes and keypoints scaled, masks (M, H, W)
+        resized by nearest neighbour (kept in their dtype)."""
         h, w = image.shape[-2:]
-        out_size = self.target_size(h, w)
+        out_size = self.target_size(h, w) if size is None else tuple(size)
         with no_grad():
             image = F.interpolate(Tensor(image[None]), size=out_size, mode="bilinear",
                                   align_corners=False).data[0]
@@ -194,21 +195,14 @@ class GeneralizedRCNNTransform(nn.Module):
             targets = [dict(t) for t in targets]          # new dicts: the caller's stay as they are
         resized = []
         for i, image in enumerate(images):
-            image = as_array(image)
-            if not hasattr(image, "ndim") or image.ndim != 3:
-                raise ValueError(f"images[{i}] must be a (3, H, W) array, got shape "
-                                 f"{getattr(image, 'shape', type(image).__name__)}")
-            if image.shape[0] != len(self.image_mean):
-                raise ValueError(f"images[{i}] must have {len(self.image_mean)} channels (RGB, CHW), got shape "
-                                 f"{tuple(image.shape)}")
-            if image.dtype.kind != "f":
-                raise TypeError(f"images[{i}] must be floating (RGB in [0, 1]), got dtype {image.dtype}")
-            if min(image.shape[-2:]) == 0:
-                raise ValueError(f"images[{i}] is empty: shape {tuple(image.shape)}")
-            if not bool(get_array_module(image).isfinite(image).all()):
-                raise ValueError(f"images[{i}] contains NaN or infinite values")
+            image = _check_image(as_array(image), i, len(self.image_mean))
+            size = self.target_size(*image.shape[-2:])
+            if min(size) < 1:
+                raise ValueError(f"images[{i}] of size {image.shape[1]}x{image.shape[2]} would be resized to "
+                                 f"{size[0]}x{size[1]} (min_size={self.min_size}, max_size={self.max_size}): "
+                                 f"its aspect ratio is too extreme for these sizes")
             image = self.normalize(image)
-            image, target = self.resize(image, targets[i] if targets is not None else None)
+            image, target = self.resize(image, targets[i] if targets is not None else None, size)
             if targets is not None:
                 targets[i] = target
             resized.append(image)
@@ -240,3 +234,20 @@ class GeneralizedRCNNTransform(nn.Module):
         return (f"Normalize(mean={self.image_mean}, std={self.image_std}), "
                 f"Resize(min_size={self.min_size}, max_size={self.max_size}, mode='bilinear'), "
                 f"size_divisible={self.size_divisible}")
+
+
+def _check_image(image, i, channels):
+    """images[i]: a floating (channels, H, W) array, not empty, every value finite."""
+    if not hasattr(image, "ndim") or image.ndim != 3:
+        raise ValueError(f"images[{i}] must be a (3, H, W) array, got shape "
+                         f"{getattr(image, 'shape', type(image).__name__)}")
+    if image.shape[0] != channels:
+        raise ValueError(f"images[{i}] must have {channels} channels (RGB, CHW), got shape "
+                         f"{tuple(image.shape)}")
+    if image.dtype.kind != "f":
+        raise TypeError(f"images[{i}] must be floating (RGB in [0, 1]), got dtype {image.dtype}")
+    if min(image.shape[-2:]) == 0:
+        raise ValueError(f"images[{i}] is empty: shape {tuple(image.shape)}")
+    if not bool(get_array_module(image).isfinite(image).all()):
+        raise ValueError(f"images[{i}] contains NaN or infinite values")
+    return image
