@@ -360,3 +360,18 @@ def test_inspect_model_writes_every_stage(tmp_path):
     assert s["transformed"].shape == (3, 256, 256) and s["transformed"].min() >= 0
     with pytest.raises(ValueError, match=r"image must be a float \(3, H, W\)"):
         inspect_model(model, image[0], tmp_path)
+
+
+def test_inspect_model_on_the_c4_model(tmp_path):
+    """C4 (Figure 4 left): one feature map, res5 as the box head, 14x14 masks."""
+    from minimrcnn.config import get_config
+    from minimrcnn.engine.inspect import inspect_model, run_stages
+    from minimrcnn.models import build_model
+
+    model = build_model(get_config("classroom_c4", num_classes=4))
+    image = np.full((3, 48, 64), 0.3, np.float32)
+    paths = inspect_model(model, image, tmp_path, score_thresh=0.0)
+    assert len(paths) == 7 and all(os.path.getsize(p) > 0 for p in paths)
+    s = run_stages(model, image)
+    assert list(s["features"]) == ["0"] and len(s["anchors"]) == 15      # 5 sizes x 3 ratios
+    assert s["detections"]["masks"].shape[-1] == 14
