@@ -313,23 +313,53 @@ def test_batched_nms():
 
 
 def _per_class_nms(boxes, scores, idxs, thr):
-    keep = np.concatenate([np.nonzero(idxs == c)[0][ops.nms_reference(boxes[idxs == c], scores[idxs == c], thr)]
-                           for c in np.unique(idxs)])
+    """The definition: NMS per category in float64, kept boxes by decreasing score, ties by index."""
+    boxes = boxes.astype(np.float64)
+    keep = np.sort(np.concatenate([np.nonzero(idxs == c)[0][ops.nms_reference(boxes[idxs == c], scores[idxs == c], thr)]
+                                   for c in np.unique(idxs)]))
     return keep[np.argsort(-scores[keep], kind="stable")]
 
 
-def test_batched_nms_random_both_paths():
+@pytest.mark.parametrize("first_category", [0, 2 ** 26], ids=["small_ids", "ids_2^26"])
+def test_batched_nms_is_nms_per_category(first_category):
+    """float32 boxes with category ids near 2^26: torchvision's coordinate offset collapses the boxes
+    (and its answer depended on the number of boxes); ours is NMS per category, at any size."""
     rng = np.random.default_rng(2)
-    for n in (50, 400, 1500):                           # 1500 boxes: the per-category path (> 4000 numbers)
-        boxes = random_boxes(rng, n, scale=300, dtype=np.float64)
-        scores = rng.random(n)
-        idxs = rng.integers(0, 5, n)
+    for n in (50, 400, 1500):                           # torchvision: <= 1000 offset, above per category
+        boxes = random_boxes(rng, n, scale=300, dtype=np.float32)
+        scores = rng.random(n).astype(np.float32)
+        idxs = first_category + rng.integers(0, 5, n)
         expected = _per_class_nms(boxes, scores, idxs, 0.5)
         np.testing.assert_array_equal(ops.batched_nms(boxes, scores, idxs, 0.5), expected)
-        np.testing.assert_array_equal(
-            nms_module._batched_nms_coordinate_trick(boxes, scores, idxs, 0.5), expected)
-        np.testing.assert_array_equal(nms_module._batched_nms_vanilla(boxes, scores, idxs, 0.5), expected)
-    # negative coordinates: the offset trick would not separate categories; per-category is used
+    # tied scores across categories: lower index first, as torchvision's stable sort
+    boxes = np.array([[0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10]], np.float32)
+    np.testing.assert_array_equal(ops.batched_nms(boxes, np.ones(3, np.float32), np.array([1, 0, 1]) + first_category,
+                                                  0.5), [0, 1])
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e30, 1e38])
+def test_nms_of_huge_float32_boxes_is_nms_in_float64(scale):
+    """Areas of such boxes overflow float32: every IoU was NaN and identical boxes both survived."""
+    rng = np.random.default_rng(5)
+    boxes = random_boxes(rng, 60, scale=scale, dtype=np.float64)
+    boxes[30:] = boxes[:30]                              # each box twice
+    boxes = boxes.astype(np.float32).astype(np.float64)  # float32 values, exactly
+    scores = rng.random(60)
+    expected = ops.nms_reference(boxes, scores, 0.5)     # float64: no overflow at these sizes
+    assert len(expected) <= 30
+    for fn in (ops.nms, ops.nms_reference):
+        np.testing.assert_array_equal(fn(boxes.astype(np.float32), scores.astype(np.float32), 0.5), expected)
+    idxs = np.arange(60) % 3
+    np.testing.assert_array_equal(ops.batched_nms(boxes.astype(np.float32), scores.astype(np.float32), idxs, 0.5),
+                                  _per_class_nms(boxes, scores, idxs, 0.5))
+
+
+def test_nms_of_huge_float64_boxes():
+    boxes = np.array([[0, 0, 1e300, 1e300], [0, 0, 1e300, 1e300], [0, 0, 1e299, 1e299]])
+    np.testing.assert_array_equal(ops.nms(boxes, np.array([0.9, 0.8, 0.7]), 0.5), [0, 2])
+
+
+def test_batched_nms_negative_coordinates():
     boxes = np.array([[-100, 0, -90, 10], [-100, 0, -90, 10]], np.float32)
     np.testing.assert_array_equal(ops.batched_nms(boxes, np.array([0.9, 0.8], np.float32),
                                                   np.array([0, 1]), 0.5), [0, 1])

@@ -90,3 +90,23 @@ def test_gpu_anchors():
     for cpu, gpu in zip(gen((200, 304), sizes), gen((200, 304), sizes, device="cuda")):
         assert isinstance(gpu, cupy.ndarray)
         np.testing.assert_array_equal(cupy.asnumpy(gpu), cpu)
+
+
+def test_gpu_nms_of_huge_boxes_and_large_category_ids_matches_cpu():
+    """The float64 fallback for float32 boxes whose areas overflow, and NMS per category with ids
+    near 2^26, on the GPU path too."""
+    cupy = pytest.importorskip("cupy")
+    rng = np.random.default_rng(4)
+    boxes = random_boxes(rng, 100, scale=1e37)
+    boxes[50:] = boxes[:50]
+    scores = rng.random(100).astype(np.float32)
+    expected = ops.nms(boxes, scores, 0.5)
+    assert len(expected) <= 50
+    np.testing.assert_array_equal(cupy.asnumpy(ops.nms(cupy.asarray(boxes), cupy.asarray(scores), 0.5)),
+                                  expected)
+    boxes = random_boxes(rng, 2000, scale=300)
+    scores = rng.random(2000).astype(np.float32)
+    idxs = 2 ** 26 + rng.integers(0, 7, 2000)
+    np.testing.assert_array_equal(
+        cupy.asnumpy(ops.batched_nms(cupy.asarray(boxes), cupy.asarray(scores), cupy.asarray(idxs), 0.5)),
+        ops.batched_nms(boxes, scores, idxs, 0.5))

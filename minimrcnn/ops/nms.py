@@ -62,6 +62,7 @@ def _check_nms_inputs(boxes, scores, iou_threshold):
         boxes = boxes.astype(np.float32)
     if scores.dtype.kind != "f":
         scores = scores.astype(np.float64)     # -scores must not wrap around (unsigned)
+    boxes = _without_overflow(boxes)
     if boxes.shape[0]:
         xp = get_array_module(boxes)
         bad = ~xp.isfinite(boxes).all(axis=1) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
@@ -74,6 +75,25 @@ def _check_nms_inputs(boxes, scores, iou_threshold):
             i = _first_index(bad)
             raise ValueError(f"scores[{i}] = {float(scores[i])} is not finite")
     return boxes, scores, iou_threshold
+
+
+def _without_overflow(boxes):
+    """Boxes on which the IoU arithmetic stays finite, with the same IoUs.
+
+    float32 areas overflow (w h > 2^128) once a coordinate reaches 2^62; every IoU is then NaN
+    (inf / inf) and even identical boxes survive each other. Such boxes are computed in float64,
+    which holds every float32 value exactly (the answer of NMS in float64). float64 boxes past
+    2^510 are scaled down by a power of two: exact, and an IoU is a ratio of areas, so unchanged.
+    """
+    if boxes.shape[0] == 0:
+        return boxes
+    xp = get_array_module(boxes)
+    largest = float(xp.abs(boxes).max())
+    if boxes.dtype == np.float32 and largest >= 2.0 ** 62:
+        boxes = boxes.astype(np.float64)
+    if largest >= 2.0 ** 510:
+        boxes = xp.ldexp(boxes, 510 - math.frexp(largest)[1])
+    return boxes
 
 
 def _descending_order(scores):
@@ -208,6 +228,11 @@ def nms(boxes, scores, iou_threshold):
     Returns int64 indices of the kept boxes, sorted by decreasing score (ties: lower index first).
     """
     boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
+    return _nms(boxes, scores, iou_threshold)
+
+
+def _nms(boxes, scores, iou_threshold):
+    """NMS on checked inputs: the CPU kernel for NumPy arrays, the CUDA kernels for CuPy ones."""
     if boxes.shape[0] == 0:
         return _empty_keep(boxes)
     if get_array_module(boxes) is np:
@@ -219,15 +244,29 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
     """NMS within each category: boxes with different ``idxs`` never suppress each other.
 
     boxes: (N, 4); scores: (N,); idxs: (N,) integer category (or image, or level) of each box.
-    Returns int64 indices of the kept boxes, by decreasing score.
+    Returns int64 indices of the kept boxes, by decreasing score (ties: lower index first).
 
-    As ``torchvision.ops.batched_nms``: up to 1000 boxes on the CPU (100_000 / 4 on the GPU) it
-    runs one NMS on boxes shifted by ``idxs * (max coordinate + 1)``, so that boxes of different
-    categories cannot overlap (the coordinate trick); above that, one NMS per category. The
-    per-category path is also taken when a coordinate is negative, where the trick's offset would
-    not separate the categories (torchvision assumes 0 <= x1, y1).
+    One NMS per category. (torchvision, for speed, runs a single NMS on boxes shifted by
+    ``idxs * (max coordinate + 1)``; in floating point that shift rounds the coordinates -- with
+    float32 boxes and category 2^26 distinct boxes collapse into one -- so its answer can differ
+    from NMS per category and depend on the number of boxes. Per category it is always exact.)
     """
     boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
+    idxs = _check_idxs(idxs, boxes)
+    xp = get_array_module(boxes)
+    if boxes.shape[0] == 0:
+        return _empty_keep(boxes)
+    by_category = xp.argsort(idxs, kind="stable") if xp is np else xp.argsort(idxs)
+    sorted_idxs = idxs[by_category]
+    starts = xp.flatnonzero(sorted_idxs[1:] != sorted_idxs[:-1]) + 1         # category boundaries
+    keep = []
+    for members in xp.split(by_category, starts.tolist()):                  # one category each
+        keep.append(members[_nms(boxes[members], scores[members], iou_threshold)])
+    keep = xp.sort(xp.concatenate(keep))                  # by index, so that ties keep input order
+    return keep[_descending_order(scores[keep])]
+
+
+def _check_idxs(idxs, boxes):
     idxs = as_array(idxs)
     if idxs.ndim != 1 or idxs.shape[0] != boxes.shape[0]:
         raise ValueError(f"idxs must be an array of shape (N,) with N = {boxes.shape[0]} "
@@ -236,28 +275,4 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
         raise TypeError(f"idxs must hold integer categories, got dtype {idxs.dtype}")
     if get_array_module(idxs) is not get_array_module(boxes):
         raise ValueError("idxs must be on the same device as boxes")
-    if boxes.shape[0] == 0:
-        return _empty_keep(boxes)
-    limit = 4000 if get_array_module(boxes) is np else 100_000
-    if boxes.size > limit or bool(boxes.min() < 0):
-        return _batched_nms_vanilla(boxes, scores, idxs, iou_threshold)
-    return _batched_nms_coordinate_trick(boxes, scores, idxs, iou_threshold)
-
-
-def _batched_nms_coordinate_trick(boxes, scores, idxs, iou_threshold):
-    # offsets in the boxes' dtype, as torchvision: idxs.to(boxes) * (max_coordinate + 1)
-    max_coordinate = boxes.max()
-    offsets = idxs.astype(boxes.dtype) * (max_coordinate + boxes.dtype.type(1))
-    boxes_for_nms = boxes + offsets[:, None]
-    return nms(boxes_for_nms, scores, iou_threshold)
-
-
-def _batched_nms_vanilla(boxes, scores, idxs, iou_threshold):
-    xp = get_array_module(boxes)
-    keep_mask = xp.zeros(scores.shape, dtype=bool)
-    for class_id in xp.unique(idxs).tolist():
-        members = xp.nonzero(idxs == class_id)[0]
-        kept = nms(boxes[members], scores[members], iou_threshold)
-        keep_mask[members[kept]] = True
-    keep = xp.nonzero(keep_mask)[0].astype(np.int64)
-    return keep[_descending_order(scores[keep])]
+    return idxs
