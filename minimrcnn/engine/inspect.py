@@ -210,7 +210,8 @@ def inspect_model(model, image, out_dir, class_names=None, score_thresh=0.5, ske
     from matplotlib.patches import Rectangle
     axes[1].add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor="white", linestyle="--"))
     axes[1].set_title(f"after the transform: resized to {h}x{w}, zero-padded to {hp}x{wp}\n"
-                      f"(normalised; shown denormalised, dashed: the image region)", fontsize=8)
+                      f"(normalised, shown denormalised: the padding is the mean colour;\n"
+                      f"dashed: the image region)", fontsize=8)
     save(fig, STAGES[0])
 
     # 02: feature maps
