@@ -371,9 +371,10 @@ def draw_anchors(ax, image, anchors, labels=None, colors=None, linewidth=1.5, im
 
     image: (3, H, W) RGB in [0, 1], or None with ``image_size`` (H, W) to draw only the image's
     frame; anchors: (A, 4) xyxy (e.g. ``ops.anchors_at(...)``); labels: one string per anchor
-    (e.g. "32 px, h/w 0.5"; None: no legend entry for that anchor), shown in a legend; colors: one colour or one per anchor (default
-    :func:`instance_color`). The limits grow to show anchors that stick out of the image, and
-    the anchors' common centre (mean of their centres) is marked with a cross.
+    (e.g. "32 px, h/w 0.5"; None: no legend entry for that anchor), shown in a legend;
+    colors: one colour or one per anchor (default :func:`instance_color`). The limits grow to
+    show anchors that stick out of the image, and the anchors' common centre (mean of their
+    centres) is marked with a cross.
     One Rectangle patch per anchor. Returns the Axes.
     """
     anchors = _as_boxes(anchors, "anchors")
@@ -624,7 +625,8 @@ def read_metrics(source):
         where = [f"record {i}" for i in range(len(records))]
     train, val = [], []
     for at, r in zip(where, records):
-        if not isinstance(r, dict) or isinstance(r.get("iter"), bool) or not isinstance(r.get("iter"), numbers.Integral):
+        it = r.get("iter") if isinstance(r, dict) else None
+        if isinstance(it, bool) or not isinstance(it, numbers.Integral):
             raise ValueError(f"{at}: expected a JSON object with an integer 'iter', got {str(r)[:80]}")
         if "val" in r:
             if not isinstance(r["val"], dict):
@@ -671,7 +673,8 @@ def plot_curves(metrics_jsonl_path_or_records, val_records=None, ax=None, smooth
         for i, r in enumerate(val_records):
             if not isinstance(r, dict) or "iter" not in r:
                 raise ValueError(f"val_records[{i}] must be a dict with 'iter', got {str(r)[:80]}")
-            val.append(r if "val" in r else {"iter": r["iter"], "val": {k: v for k, v in r.items() if k != "iter"}})
+            tasks = {k: v for k, v in r.items() if k != "iter"}
+            val.append(r if "val" in r else {"iter": r["iter"], "val": tasks})
         val.sort(key=lambda r: r["iter"])
     if not train and not val:
         raise ValueError("plot_curves: no records to plot (the log is empty)")
