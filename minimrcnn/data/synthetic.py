@@ -370,7 +370,7 @@ def _draw_persons(rng, size, min_persons, max_persons, min_height, max_height, o
     instances = []
     for keypoints, vis, cover in zip(figures, visible, covered):   # the occluders are not annotated
         kps = np.zeros((len(COCO_PERSON_KEYPOINTS), 3))       # v = 0 (outside): (0, 0, 0)
-        for k, (x, y) in enumerate(keypoints):
+        for k, (x, y) in enumerate(np.round(keypoints, 2)):    # as written to the file
             if 0 <= x < size and 0 <= y < size:
                 # 1: a later figure or an occluder was painted over the keypoint's pixel
                 kps[k] = (x, y, 1 if cover[int(y), int(x)] else 2)
@@ -395,7 +395,7 @@ def make_persons(out_dir, num_images, seed=0, image_size=128, num_val=None, min_
                                                           min_visible)
     min_height = 40 * image_size / 128 if min_height is None else min_height
     max_height = 110 * image_size / 128 if max_height is None else max_height
-    _check_range(fn, "min_height", min_height, "max_height", max_height, 16, 2 * image_size)
+    _check_range(fn, "min_height", min_height, "max_height", max_height, 8, 2 * image_size)
     _check_int(fn, "min_persons", min_persons, 0)
     _check_int(fn, "max_persons", max_persons, max(1, min_persons))
     if not isinstance(occluder_prob, numbers.Real) or not 0.0 <= occluder_prob <= 1.0:
