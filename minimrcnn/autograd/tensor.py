@@ -209,7 +209,9 @@ class Tensor:
         def push(f):
             if f is not None and id(f) not in seen:
                 seen.add(id(f))
-                heapq.heappush(heap, (-f.generation, id(f), f))
+                # ties in generation: the node created last goes first (a fixed order, so the
+                # sums of gradients that meet at one tensor are the same in every run)
+                heapq.heappush(heap, (-f.generation, -f.sequence_nr, f))
 
         self._store_grad(grad)
         push(self.creator)
@@ -254,6 +256,9 @@ class Tensor:
         return id(self)
 
 
+_sequence = itertools.count(1)     # numbers every graph node in creation order
+
+
 class Function:
     """One differentiable op: ``forward(*arrays) -> array(s)``, ``backward(*grads) -> grads``.
 
@@ -264,6 +269,7 @@ class Function:
     """
 
     generation = 0
+    sequence_nr = 0    # creation order of the graph's nodes: backward's tie-break
     inputs = ()        # the input tensors, or an _Edge for an intermediate one (see below)
     outputs = ()       # weak references: a node does not keep its outputs alive
     output_meta = ()   # (id, shape, dtype) of each output, for backward after they are gone
@@ -285,6 +291,7 @@ class Function:
             # needs of it, the op saved in forward. This halves a ResNet's training memory.
             self.inputs = [t if t.creator is None or t._retain_grad else _Edge(t) for t in tensors]
             self.generation = max(t.generation for t in tensors)
+            self.sequence_nr = next(_sequence)
             for o in outputs:
                 o.creator, o.generation = self, self.generation + 1
             self.outputs = [weakref.ref(o) for o in outputs]
