@@ -89,6 +89,185 @@ def cmd_convert(args):
     return 0
 
 
+# ---- data, training, evaluation, pictures ------------------------------------------------------
+def _parse_overrides(items):
+    """``--set key=value ...`` -> {key: value}; values are Python literals (``0.01``,
+    ``(64, 64)``, ``True``) or else plain strings (``pooler=roi_pool``)."""
+    import ast
+
+    overrides = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects key=value, got {item!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = {"true": True, "false": False}.get(text.lower(), text)
+        overrides[key.strip()] = value
+    return overrides
+
+
+def _config(args, dataset):
+    from .config import get_config
+    from .engine.pipeline import configure_for
+
+    overrides = _parse_overrides(args.set)
+    if args.iters is not None:
+        if args.iters <= 0:
+            raise UsageError(f"--iters must be a positive integer, got {args.iters}")
+        overrides["max_iter"] = args.iters
+    return configure_for(get_config(args.config), dataset, overrides)
+
+
+def _datasets(args):
+    from .engine.pipeline import load_datasets
+    return load_datasets(args.data, images=args.images, val=getattr(args, "val", None),
+                         val_images=getattr(args, "val_images", None), num_images=args.num_images)
+
+
+def _check_device(device):
+    if device == "cuda":
+        from .backend import get_cupy
+        try:
+            get_cupy()
+        except RuntimeError as e:
+            raise UsageError(str(e)) from None
+
+
+def _train_and_report(cfg, train_set, val_set, args):
+    from .engine.pipeline import run_training
+    from .engine.trainer import TrainingDiverged
+
+    _check_device(args.device)
+    print(f"training {cfg.name} on {len(train_set)} images ({train_set.num_classes - 1} classes) for "
+          f"{cfg.max_iter} iterations of {cfg.ims_per_batch} images; writing {args.out}/", flush=True)
+    try:
+        model, result = run_training(cfg, train_set, val_set, args.out, resume=args.resume,
+                                     eval_every=args.eval_every, eval_images=args.eval_images,
+                                     checkpoint_every=args.checkpoint_every, device=args.device)
+    except TrainingDiverged as e:
+        print(f"python -m minimrcnn {args.command}: {e}", file=sys.stderr)
+        return 1
+    summary = result["train"]
+    if summary["interrupted"]:
+        print(f"interrupted at iteration {summary['iterations']}: checkpoint saved; continue with the same "
+              f"command and --resume", file=sys.stderr)
+        return 130
+    print(f"trained {summary['iterations_this_run']} iterations in {summary['seconds']:.0f} s "
+          f"({summary['images_per_second']:.1f} images/s)")
+    metrics = result["metrics"]
+    if metrics is not None:
+        print(" ".join(f"{task} AP={metrics[task]['AP']:.3f}" for task in ("bbox", "segm", "keypoints")
+                       if task in metrics))
+    return 0
+
+
+def cmd_train(args):
+    """Train a model from scratch (or --resume a run) on the built-in synthetic data (shapes,
+    persons) or on a COCO json of your own, then evaluate it on the validation set. OUT holds
+    metrics.jsonl (one line per iteration), checkpoint.npz, model_final.npz, results/*.json,
+    metrics.json, val.json, curves.png and predictions.png. Ctrl-C saves a checkpoint."""
+    train_set, val_set = _datasets(args)
+    return _train_and_report(_config(args, train_set), train_set, val_set, args)
+
+
+def cmd_demo(args):
+    """The one-command demo: generate the built-in shapes data (cached in
+    $XDG_CACHE_HOME/minimrcnn, reused next time), train the classroom Mask R-CNN on the CPU from
+    scratch, evaluate it on the val split and write OUT (default ./minimrcnn-demo/): val.json,
+    results/, metrics.json, metrics.jsonl, predictions.png, curves.png. The last line printed is
+    `bbox AP=... segm AP=...` (COCO AP at IoU .50:.95 on the val images)."""
+    args.data, args.images, args.config, args.set = "shapes", None, "classroom_fpn", args.set
+    args.resume, args.checkpoint_every = False, 0
+    started = time.perf_counter()
+    rc = cmd_train(args)
+    if rc == 0:
+        print(f"demo finished in {time.perf_counter() - started:.0f} s; pictures in {args.out}/")
+        import json
+        with open(os.path.join(args.out, "metrics.json")) as f:
+            metrics = json.load(f)
+        print(f"bbox AP={metrics['bbox']['AP']:.3f} segm AP={metrics['segm']['AP']:.3f}")
+    return rc
+
+
+def cmd_eval(args):
+    """Evaluate saved weights (model_final.npz or checkpoint.npz from `train`) with COCO AP on a
+    dataset: the val split of shapes / persons, or a COCO json with --images. Writes OUT/results/
+    (COCO results files), OUT/metrics.json, and prints COCOeval's summary and a per-class table."""
+    from .engine.evaluator import evaluate
+    from .engine.trainer import load_model
+
+    model, _ = load_model(args.weights, device=args.device)
+    train_set, val_set = _datasets(args)
+    dataset = val_set if args.data in ("shapes", "persons") else train_set
+    metrics = evaluate(model, dataset, out_dir=args.out)
+    print(" ".join(f"{task} AP={metrics[task]['AP']:.3f}" for task in ("bbox", "segm", "keypoints")
+                   if task in metrics))
+    return 0
+
+
+def _read_image(path):
+    """An image file -> float32 (3, H, W) RGB in [0, 1]."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise UsageError(f"--image {path}: no such file")
+    try:
+        with Image.open(path) as im:
+            return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0)
+    except (UnidentifiedImageError, OSError) as e:
+        raise UsageError(f"--image {path}: not an image Pillow can read ({e})") from None
+
+
+def _load_for_pictures(args):
+    from .engine.trainer import load_model
+
+    model, meta = load_model(args.weights, device=args.device)
+    names = meta.get("class_names") or [f"class {i}" for i in range(model.cfg.num_classes)]
+    return model, names, meta.get("skeleton"), _read_image(args.image)
+
+
+def cmd_predict(args):
+    """Run saved weights on one image and save a picture of the detections (boxes, masks, class
+    names, scores; keypoints with the skeleton)."""
+    from . import viz
+
+    model, names, skeleton, image = _load_for_pictures(args)
+    prediction = model.predict([image])[0]
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
+    viz.draw_instances(ax, image, boxes=prediction["boxes"], labels=prediction["labels"],
+                       scores=prediction["scores"], masks=prediction.get("masks"),
+                       keypoints=prediction.get("keypoints"), class_names=names, skeleton=skeleton,
+                       score_thresh=args.score_thresh)
+    viz.save_figure(fig, args.out)
+    kept = int((prediction["scores"] >= args.score_thresh).sum())
+    print(f"{kept} detections with score >= {args.score_thresh} drawn in {args.out}")
+    return 0
+
+
+def cmd_inspect(args):
+    """One picture per stage of the model on one image: the input after the transform, the FPN
+    levels, anchors, RPN proposals before and after NMS, the RoIs, the mask probabilities and the
+    final detections, as numbered PNGs in OUT."""
+    from .engine.inspect import inspect_model
+
+    model, names, _, image = _load_for_pictures(args)
+    paths = inspect_model(model, image, args.out, class_names=names, score_thresh=args.score_thresh)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_import_masks(args):
+    from .data import import_masks
+    result = import_masks(args.images, args.masks, args.out, classes=args.classes)
+    print(f"wrote {args.out}" + (f": {result}" if result is not None else ""))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minimrcnn",
                                      description="minimrcnn: Mask R-CNN from scratch, for teaching")
@@ -109,9 +288,73 @@ def main(argv=None):
     p.add_argument("out", help="the .npz file to write (atomically)")
     p.set_defaults(func=cmd_convert)
 
+    def data_args(p, split_help):
+        p.add_argument("--data", required=True,
+                       help="shapes | persons (built-in synthetic data) | a COCO json (then --images)")
+        p.add_argument("--images", help="the image folder of a COCO json given as --data")
+        p.add_argument("--num-images", type=int, default=None,
+                       help="size of a synthetic data set (train + val; default 600)")
+        p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda runs on CuPy")
+        p.add_argument("--out", required=True, help=split_help)
+
+    def train_args(p):
+        p.add_argument("--iters", type=int, help="training iterations (default: the preset's max_iter)")
+        p.add_argument("--eval-every", type=int, default=0,
+                       help="validation AP every N iterations, logged to metrics.jsonl (0: only at the end)")
+        p.add_argument("--eval-images", type=int, default=None,
+                       help="val images used by each --eval-every validation (default: all)")
+        p.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+                       help="config overrides, e.g. --set base_lr=0.01 pooler=roi_pool")
+
+    p = sub.add_parser("train", help="train a model and evaluate it", description=cmd_train.__doc__)
+    p.add_argument("--config", default="classroom_fpn", help="a preset of minimrcnn.config (default classroom_fpn)")
+    data_args(p, "output directory")
+    p.add_argument("--val", help="a COCO json to validate on (with --data ANN.json)")
+    p.add_argument("--val-images", help="the image folder of --val (default: --images)")
+    train_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    p.add_argument("--checkpoint-every", type=int, default=200, help="iterations between checkpoints")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="the one-command demo: train on shapes, report COCO AP",
+                       description=cmd_demo.__doc__)
+    p.add_argument("--out", default="minimrcnn-demo", help="output directory (default ./minimrcnn-demo)")
+    p.add_argument("--num-images", type=int, default=None, help="synthetic images (train + val; default 600)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda runs on CuPy")
+    train_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("eval", help="COCO AP of saved weights on a dataset", description=cmd_eval.__doc__)
+    p.add_argument("--weights", required=True, help="model_final.npz or checkpoint.npz written by train")
+    data_args(p, "output directory for results/ and metrics.json")
+    p.set_defaults(func=cmd_eval)
+
+    for name, func, out_help in (("predict", cmd_predict, "the PNG to write"),
+                                 ("inspect", cmd_inspect, "a directory for one PNG per stage")):
+        p = sub.add_parser(name, help=func.__doc__.split(":")[0].split(".")[0], description=func.__doc__)
+        p.add_argument("--weights", required=True, help="model_final.npz or checkpoint.npz written by train")
+        p.add_argument("--image", required=True, help="an image file (PNG, JPEG, ...)")
+        p.add_argument("--out", required=True, help=out_help)
+        p.add_argument("--score-thresh", type=float, default=0.5, help="draw detections scoring at least this")
+        p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+        p.set_defaults(func=func)
+
+    from .data import import_masks
+    p = sub.add_parser("import-masks", help="a folder of images + instance-id PNGs -> a COCO json",
+                       description=import_masks.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", help="folder of images")
+    p.add_argument("masks", help="folder of instance-id PNG masks (0 background, 1..N instances)")
+    p.add_argument("--out", required=True, help="the COCO json to write")
+    p.add_argument("--classes", nargs="*", help="class names (see the description)")
+    p.set_defaults(func=cmd_import_masks)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return 130
     except USER_ERRORS as e:
         if args.traceback:
             raise

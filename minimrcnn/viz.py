@@ -22,7 +22,6 @@ matplotlib is imported on first use (``import minimrcnn`` stays light); without 
 ``$DISPLAY`` on Linux, no notebook, no ``$MPLBACKEND``) the non-interactive Agg backend is
 selected.
 """
-import json
 import numbers
 import os
 import sys
@@ -35,7 +34,7 @@ from .backend import as_numpy
 __all__ = ["DPI", "instance_color",
            "draw_instances", "show_gt_and_predictions", "show_gallery", "draw_anchors",
            "draw_proposals", "draw_sampled_rois", "draw_feature_maps", "draw_mask_probabilities",
-           "draw_mask_targets", "plot_curves", "read_metrics", "save_figure"]
+           "draw_mask_targets", "plot_curves", "save_figure"]
 
 #: Resolution of every saved figure (dots per inch).
 DPI = 100
@@ -599,45 +598,6 @@ def draw_mask_targets(mask_targets, mask_probs=None, titles=None, max_rois=8, pa
 
 # ---- training curves -------------------------------------------------------------------------
 
-def read_metrics(source):
-    """Split a metrics log into (train_records, val_records), each sorted by iteration.
-
-    source: the path of a metrics.jsonl (one JSON object per line: training lines
-    ``{"iter": i, "loss": total, "loss_classifier": .., ..., "lr": .., "time": ..}``, validation
-    lines ``{"iter": i, "val": {"bbox": {"AP": ..}, "segm": {...}, ...}}``, blank lines ignored),
-    or an iterable of such dicts. A line that is not a JSON object with an integer "iter" raises
-    an error naming the file and the line.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        records = []
-        with open(path) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}, line {lineno}: not valid JSON ({e.msg})") from None
-        where = [f"{path}, line {i}" for i in range(1, len(records) + 1)]
-    else:
-        records = list(source)
-        where = [f"record {i}" for i in range(len(records))]
-    train, val = [], []
-    for at, r in zip(where, records):
-        it = r.get("iter") if isinstance(r, dict) else None
-        if isinstance(it, bool) or not isinstance(it, numbers.Integral):
-            raise ValueError(f"{at}: expected a JSON object with an integer 'iter', got {str(r)[:80]}")
-        if "val" in r:
-            if not isinstance(r["val"], dict):
-                raise ValueError(f"{at}: 'val' must be an object like {{'bbox': {{'AP': ..}}}}, got {r['val']!r}")
-            val.append(r)
-        else:
-            train.append(r)
-    key = lambda r: r["iter"]  # noqa: E731
-    return sorted(train, key=key), sorted(val, key=key)
-
-
 def _moving_average(values, window):
     """Centred moving average: the mean of the finite values among the ``window`` points
     around each point (fewer at the ends; NaN where there are none), so the smooth curve does
@@ -668,6 +628,7 @@ def plot_curves(metrics_jsonl_path_or_records, val_records=None, ax=None, smooth
     """
     if isinstance(smooth, bool) or not isinstance(smooth, numbers.Integral) or smooth < 1:
         raise ValueError(f"smooth must be a positive int (points in the moving average), got {smooth!r}")
+    from .engine.trainer import read_metrics   # the trainer writes the format; one reader
     train, val = read_metrics(metrics_jsonl_path_or_records)
     if val_records is not None:
         for i, r in enumerate(val_records):

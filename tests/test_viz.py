@@ -16,6 +16,7 @@ from matplotlib.image import AxesImage  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from minimrcnn import viz  # noqa: E402
+from minimrcnn.engine.trainer import read_metrics  # noqa: E402
 
 CLASS_NAMES = ["__background__", "square", "circle", "triangle"]
 
@@ -265,7 +266,7 @@ def test_plot_curves_reads_train_and_val_lines(tmp_path):
     np.testing.assert_allclose(bbox.get_xdata(), [29, 59])
     np.testing.assert_allclose(segm.get_ydata(), [0.145, 0.295])
     # records instead of a file, and extra validation records
-    train, val = viz.read_metrics(path)
+    train, val = read_metrics(path)
     assert len(train) == 60 and len(val) == 2
     fig = viz.plot_curves(train, val_records=[{"iter": 10, "bbox": {"AP": 0.05}}], show_lr=False)
     assert len(fig.axes) == 2 and len(fig.axes[1].lines) == 1
