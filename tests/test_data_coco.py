@@ -118,6 +118,7 @@ def test_coco_object_has_what_cocoeval_needs(coco_dir):
     ann = ds.coco.anns[2]                                       # bbox, area filled in from the mask
     assert ann["bbox"] == [10.0, 5.0, 5.0, 4.0] and ann["area"] == 20.0 and ann["iscrowd"] == 0
     assert ann["num_keypoints"] == 2
+    assert ds.coco.anns[4]["keypoints"] == [0] * 9 and ds.coco.anns[4]["num_keypoints"] == 0
     assert sorted(ds.coco.getImgIds()) == [10, 20, 30] and sorted(ds.coco.getCatIds()) == [3, 7]
     # the ground truth scored as detections gives AP 1 (the file round-trips through COCOeval)
     from pycocotools.cocoeval import COCOeval

@@ -218,3 +218,34 @@ def test_interrupted_generation_leaves_no_cache_entry(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         synthetic_data("shapes", 3, cache_dir=tmp_path, progress=False)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["shapes", "persons"])
+def test_targets_scored_as_detections_give_ap_one(kind, shapes, persons):
+    """The dataset's targets, written in COCO's results format, score AP = 1 against ds.coco:
+    the json, CocoDataset's targets and COCOeval agree on every box, mask and keypoint."""
+    import contextlib
+    import io
+    from pycocotools.cocoeval import COCOeval
+    paths = shapes if kind == "shapes" else persons
+    ds = CocoDataset(paths["train"], paths["image_dir"])
+    results = {"bbox": [], "segm": [], "keypoints": []}
+    for i in range(len(ds)):
+        _, t = ds[i]
+        for m in range(len(t["labels"])):
+            x1, y1, x2, y2 = (float(v) for v in t["boxes"][m])
+            common = {"image_id": t["image_id"], "category_id": ds.label_to_cat_id[int(t["labels"][m])],
+                      "score": 1.0}
+            results["bbox"].append({**common, "bbox": [x1, y1, x2 - x1, y2 - y1]})
+            rle = mask_utils.encode(np.asfortranarray(t["masks"][m]))
+            results["segm"].append({**common, "segmentation": {"size": rle["size"],
+                                                                "counts": rle["counts"].decode()}})
+            if "keypoints" in t:
+                results["keypoints"].append({**common, "keypoints": t["keypoints"][m].ravel().tolist()})
+    for task in ("bbox", "segm") + (("keypoints",) if kind == "persons" else ()):
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev = COCOeval(ds.coco, ds.coco.loadRes(results[task]), task)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        assert ev.stats[0] == pytest.approx(1.0), (kind, task, ev.stats[0])

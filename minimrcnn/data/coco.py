@@ -141,8 +141,8 @@ class CocoDataset:
       - target["image_id"] the COCO image id.
 
     Attributes: ``coco`` (pycocotools COCO of the ground truth, with the fields COCOeval needs
-    -- ``area``, ``iscrowd``, ``bbox``, ``num_keypoints`` -- filled in where the file left them
-    out), ``ids``, ``num_classes`` (incl. background), ``class_names`` (``[0]`` is
+    -- ``area``, ``iscrowd``, ``bbox``, ``keypoints`` and ``num_keypoints`` -- filled in where
+    the file left them out), ``ids``, ``num_classes`` (incl. background), ``class_names`` (``[0]`` is
     ``"__background__"``), ``cat_id_to_label``, ``label_to_cat_id``, ``keypoint_names`` and
     ``skeleton`` (0-based pairs; both None without keypoints), ``keypoint_flip_map`` (for
     :func:`minimrcnn.data.transforms.hflip`), ``ann_file``, ``image_dir``.
@@ -416,8 +416,9 @@ class CocoDataset:
             if bad:
                 return f"keypoint visibility must be 0, 1 or 2, got {bad[0]!r}"
             ann.setdefault("num_keypoints", sum(1 for v in kps[2::3] if v > 0))
-        elif names:
-            ann["num_keypoints"] = ann.get("num_keypoints", 0)
+        elif names:                                         # COCOeval's OKS reads every gt's keypoints
+            ann["keypoints"] = [0] * (3 * len(names))
+            ann["num_keypoints"] = 0
         return None
 
     # ---- the dataset ------------------------------------------------------------------------
@@ -464,7 +465,7 @@ class CocoDataset:
             num_kp = len(self.keypoint_names)
             keypoints = np.zeros((len(anns), num_kp, 3), dtype=np.float32)
             for m, a in enumerate(anns):
-                if "keypoints" in a:
+                if "keypoints" in a:                      # absent for categories without keypoints
                     keypoints[m] = np.asarray(a["keypoints"], dtype=np.float32).reshape(num_kp, 3)
             target["keypoints"] = keypoints
         target["crowd_boxes"] = self._crowd_boxes[k].copy()
