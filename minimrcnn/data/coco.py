@@ -45,6 +45,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from .transforms import keypoint_flip_map
+
 __all__ = ["CocoDataset", "DatasetError", "COCO_PERSON_KEYPOINTS", "COCO_PERSON_SKELETON"]
 
 # The 17 keypoints of COCO's "person" category, in COCO's order ("left" is the person's left).
@@ -173,7 +175,6 @@ class CocoDataset:
         if with_keypoints:
             self.keypoint_names = list(with_keypoints[0]["keypoints"])
             self.skeleton = [(a - 1, b - 1) for a, b in with_keypoints[0].get("skeleton", [])]
-            from .transforms import keypoint_flip_map
             self.keypoint_flip_map = keypoint_flip_map(self.keypoint_names)
         else:
             self.keypoint_names = self.skeleton = self.keypoint_flip_map = None
