@@ -77,6 +77,10 @@ def test_parse_classes():
     assert parse_classes("cat") == [("cat", None)]
     assert parse_classes("a=1-3+7,b=4") == [("a", {1, 2, 3, 7}), ("b", {4})]
     assert parse_classes({"a": (1, 2), "b": [5, 6]}) == [("a", {1, 2}), ("b", {5, 6})]
+    assert parse_classes(["a=1-3+7", "b=4"]) == parse_classes("a=1-3+7,b=4")      # argparse's words
+    assert parse_classes(["cat"]) == [("cat", None)]
+    with pytest.raises(ValueError, match=r"classes must be None, a class name"):
+        parse_classes([])
     with pytest.raises(ValueError, match=r"instance id 2 is given to both 'a' and 'b'"):
         parse_classes("a=1-2,b=2")
     with pytest.raises(ValueError, match=r"the ids of 'a' must be an int >= 1.*got '0'"):

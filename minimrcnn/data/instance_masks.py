@@ -28,12 +28,15 @@ def parse_classes(classes):
     """``classes`` -> ``[(name, values), ...]``, values a set of instance ids or None (all).
 
     None -> ``[("object", None)]``; "person" -> ``[("person", None)]``;
-    "person=1-99,bicycle=100-199" (or a dict ``{"person": (1, 99), "bicycle": [100, 150]}``;
-    a value may be an int, an inclusive ``(low, high)`` pair written ``low-high``, or a list of
-    ints) -> one class per name, in the given order.
+    "person=1-99,bicycle=100-199" (or the words ``["person=1-99", "bicycle=100-199"]``, or a dict
+    ``{"person": (1, 99), "bicycle": [100, 150]}``; a value may be an int, an inclusive
+    ``(low, high)`` pair written ``low-high``, or a list of ints) -> one class per name, in the
+    given order.
     """
     if classes is None:
         return [("object", None)]
+    if isinstance(classes, (list, tuple)) and classes and all(isinstance(c, str) for c in classes):
+        classes = ",".join(classes)      # the command line's words: person=1-99 bicycle=100-199
     if isinstance(classes, str):
         text = classes.strip()
         if "=" not in text:
@@ -160,9 +163,10 @@ def import_masks(image_dir, mask_dir, out_json, classes=None):
 
     Classes (--classes): by default every instance is of one class, "object". Give one name
     (--classes pedestrian) to name that class, or name=ids pairs to tell the classes apart by
-    the instance values, e.g. --classes "person=1-99,bicycle=100-199": instances 1..99 of every
-    mask are persons, 100..199 bicycles (ids: a value, an inclusive range low-high, or several
-    joined by '+', as in 1-3+7). Every value present in a mask must belong to a class.
+    the instance values, e.g. --classes person=1-99 bicycle=100-199 (or the same joined by a
+    comma): instances 1..99 of every mask are persons, 100..199 bicycles (ids: a value, an
+    inclusive range low-high, or several joined by '+', as in 1-3+7). Every value present in a
+    mask must belong to a class.
 
     Writes OUT (COCO json: images with ids 1..N in file-name order, RLE segmentations, boxes,
     areas) atomically and returns {"ann_file", "num_images", "num_annotations", "categories"}.
@@ -209,8 +213,9 @@ def import_masks(image_dir, mask_dir, out_json, classes=None):
             continue
         unknown = [v for v in values if v not in class_of] if default_cat is None else []
         if unknown:
+            given = " ".join(classes) if isinstance(classes, (list, tuple)) else classes
             problems.append(f"mask {mask_path}: instance value(s) {unknown} belong to no class of "
-                            f"--classes {classes!r}")
+                            f"--classes {given!r}")
             continue
         masks = np.asfortranarray(np.stack([ids == v for v in values], axis=-1).astype(np.uint8))
         rles = mask_utils.encode(masks)
