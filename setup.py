@@ -1,7 +1,9 @@
-"""Build minimrcnn: the Python package plus the Cython kernels in ext/ as minimrcnn._ext.*.
+"""Build minimrcnn: the Python package plus the kernels in ext/ as minimrcnn._ext.*.
 
 Every ext/NAME.pyx becomes the extension module minimrcnn._ext.NAME. OpenMP is used where the
 compiler accepts -fopenmp (gcc, clang with libomp); elsewhere the kernels build serial.
+Every ext/NAME.cu (CUDA source, compiled at run time by CuPy) is copied into the built package
+as minimrcnn/_ext/NAME.cu, so that an installed minimrcnn finds it without the checkout.
 """
 import glob
 import os
@@ -12,6 +14,7 @@ import tempfile
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
+from setuptools.command.build_py import build_py
 
 
 def _has_openmp():
@@ -49,6 +52,18 @@ def extensions():
                                           "cdivision": True, "initializedcheck": False})
 
 
+class build_py_with_cuda_sources(build_py):
+    """build_py, plus ext/*.cu copied into minimrcnn/_ext/ of the build (package data: a wheel
+    has no ext/ folder; minimrcnn._ext.cuda_source_path looks in both places)."""
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, "minimrcnn", "_ext")
+        self.mkpath(target)
+        for source in sorted(glob.glob(os.path.join("ext", "*.cu"))):
+            self.copy_file(source, target)
+
+
 setup(
     name="minimrcnn",
     version="0.1.0",
@@ -58,6 +73,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["minimrcnn", "minimrcnn.*"]),
     ext_modules=extensions(),
+    cmdclass={"build_py": build_py_with_cuda_sources},
     install_requires=["numpy>=1.24", "pycocotools>=2.0.7", "matplotlib>=3.7", "Pillow>=9.5",
                       "tqdm>=4.65"],
     extras_require={

@@ -98,8 +98,8 @@ def main():
     parser.add_argument("--skip-reference", action="store_true")
     args = parser.parse_args()
 
-    from minimrcnn.ops.roi_align import _cpu_kernels
-    ext = _cpu_kernels("roi_align")
+    from minimrcnn._ext import cpu_module
+    ext = cpu_module("roi_align")
     threads = ext.max_threads() if ext is not None else 0
     try:
         import torch

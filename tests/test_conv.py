@@ -412,6 +412,16 @@ def _f(*shape, dtype=np.float64):
     (lambda: max_pool2d(_f(1, 1, 2, 2), 3, padding=1, dilation=2), ValueError, "output size would be"),
     (lambda: max_pool2d(_f(1, 1, 4, 4, dtype=np.int32), 2), TypeError, "got dtype int32"),
     (lambda: max_pool2d(_f(1, 1, 4, 4), 0), ValueError, "kernel_size must be >= 1, got 0"),
+    # floats and sizes past int32 (the kernels' int): one clear error, not a crash or 8 TiB
+    (lambda: conv2d(_f(1, 4, 5, 5), _f(2, 4, 3, 3), stride=1.0), ValueError, "stride must be an int or a pair of ints, got 1.0"),
+    (lambda: conv2d(_f(1, 4, 5, 5), _f(2, 4, 3, 3), padding=(1, 0.5)), ValueError, "padding must be an int or a pair of ints, got (1, 0.5)"),
+    (lambda: conv2d(_f(1, 4, 5, 5), _f(2, 4, 3, 3), stride=2 ** 40), ValueError, "stride must be at most 2147483647, got 1099511627776"),
+    (lambda: conv2d(_f(1, 4, 5, 5), _f(2, 4, 3, 3), padding=2 ** 40), ValueError, "padding must be at most 2147483647"),
+    (lambda: conv2d(_f(1, 4, 5, 5), _f(2, 4, 3, 3), dilation=(1, 2 ** 33)), ValueError, "dilation must be at most 2147483647, got (1, 8589934592)"),
+    (lambda: conv2d(_f(1, 4, 5, 5), _f(2, 4, 3, 3), padding=2 ** 31 - 1), ValueError, "output size would be 4294967297x4294967297"),
+    (lambda: conv_transpose2d(_f(1, 4, 5, 5), _f(4, 2, 2, 2), stride=2.0), ValueError, "stride must be an int or a pair of ints, got 2.0"),
+    (lambda: max_pool2d(_f(1, 1, 4, 4), 2 ** 40), ValueError, "kernel_size must be at most 2147483647"),
+    (lambda: max_pool2d(_f(1, 1, 4, 4), 2, stride=1.5), ValueError, "stride must be an int or a pair of ints, got 1.5"),
 ])
 def test_bad_input_names_argument_and_value(call, error, words):
     with pytest.raises(error) as info:

@@ -44,7 +44,8 @@ def test_gpu_host_greedy_pass_matches_device():
     boxes = cupy.asarray(random_boxes(rng, n))
     col_blocks = (n + 63) // 64
     mask = cupy.zeros((n, col_blocks), dtype=cupy.uint64)
-    module = nms_module._get_cuda_module()
+    from minimrcnn import _ext
+    module = _ext.cuda_module("nms")
     module.get_function("nms_mask_float")((col_blocks, col_blocks), (64,),
                                           (boxes, np.int32(n), np.float64(0.5), mask))
     keep_host = nms_module._gather_keep_host(cupy.asnumpy(mask), n)

@@ -115,8 +115,17 @@ def test_interpolate_errors():
         interpolate(x, size=3, mode="bicubic")
     with pytest.raises(ValueError, match=r"4-D \(N, C, H, W\), got shape \(4, 4\)"):
         interpolate(T(np.zeros((4, 4))), size=3)
-    with pytest.raises(ValueError, match="size must be positive, got 0"):
+    with pytest.raises(ValueError, match="size must be >= 1, got 0"):
         interpolate(x, size=0)
+    with pytest.raises(ValueError, match=r"size must be an int or a pair of ints, got 2.0"):
+        interpolate(x, size=2.0)
+    with pytest.raises(ValueError, match=r"size must be at most 2147483647, got \(2, 2147483648\)"):
+        interpolate(x, size=(2, 2 ** 31))
+    with pytest.raises(ValueError, match=r"size must be at most 2147483647, got 1099511627776"):
+        interpolate(x, size=2 ** 40)
+    with pytest.raises(ValueError, match=r"into \(4000000000000, 4000000000000\); every output size "
+                                         r"must be in \[1, 2147483647\]"):
+        interpolate(x, scale_factor=1e12)
     with pytest.raises(ValueError, match=r"size must be an int or a pair of ints, got \(2, 2, 2\)"):
         interpolate(x, size=(2, 2, 2))
     with pytest.raises(ValueError, match=r"scale_factor=0.1 turns the input size \(4, 4\) into \(0, 0\)"):

@@ -44,9 +44,11 @@ import threading
 
 import numpy as np
 
+from .._ext import cpu_module
 from ..autograd.registry import register_case
 from ..autograd.tensor import Function, as_array
 from ..backend import get_array_module
+from ..checks import INT32_MAX, int_pair, is_int, positive_int
 
 __all__ = ["conv2d", "conv_transpose2d"]
 
@@ -54,17 +56,6 @@ __all__ = ["conv2d", "conv_transpose2d"]
 # ---------------------------------------------------------------------------------------
 # argument checking
 # ---------------------------------------------------------------------------------------
-def _pair(value, name, op, minimum):
-    """An int or a pair of ints -> a pair of Python ints, each >= minimum."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                 for v in pair):
-        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 def _out_size(size, k, s, p, d):
     """floor((size + 2p - d(k-1) - 1) / s) + 1: output length of a convolution or pooling."""
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
@@ -88,8 +79,7 @@ def _check_conv_args(op, x, w, b, groups, out_channels):
         raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     if w.ndim != 4:
         raise ValueError(f"{op}: weight must be 4-D, got shape {tuple(w.shape)}")
-    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    positive_int(groups, "groups", op)
     if b is not None and tuple(b.shape) != (out_channels,):
         raise ValueError(f"{op}: bias must have shape ({out_channels},), got {tuple(b.shape)}")
 
@@ -221,10 +211,6 @@ class _CPU:
     # was as fast or up to 1.4x faster. (forward and grad_weight gain most from big packs.)
     grad_input_pack_bytes = 1 << 21
 
-    @staticmethod
-    def _kernels():
-        from .._ext import conv as kernels   # ext/conv.pyx
-        return kernels
 
     @staticmethod
     def _is_pointwise(kh, kw, stride, padding):
@@ -290,7 +276,7 @@ class _CPU:
             return cls._pack(images, 0, n1 - n0, h0 * Wo, h1 * Wo, buf)[0]
         R, width = C * kh * kw, (h1 - h0) * Wo
         cols = buf[:R * (n1 - n0) * width].reshape(R, -1)
-        kernels = cls._kernels()
+        kernels = cpu_module("conv")                 # ext/conv.pyx
         for i, n in enumerate(range(n0, n1)):
             kernels.im2col(x[n], cols[:, i * width:(i + 1) * width], kh, kw, *stride,
                            *padding, *dilation, h0, Wo)
@@ -343,7 +329,7 @@ class _CPU:
                     dx = np.matmul(wt, gyp, out=buf[:G * K * gyp.shape[2]].reshape(G, K, -1))
                     cls._unpack(dx, gx[n0:n1])
             return gx.reshape(N, C, H, W)
-        kernels = cls._kernels()
+        kernels = cpu_module("conv")                 # ext/conv.pyx
         gx = np.zeros((N, C, H, W), dtype=gy.dtype)
         for n0, n1, h0, h1 in units:
             gyp = cls._pack(gy, n0, n1, h0 * Wo, h1 * Wo, buf[ncols:])    # (G, Og, nb*band)
@@ -376,8 +362,10 @@ class _CPU:
 
 
 def _use_cpu(a):
-    """NumPy float32/float64 arrays take the compiled path; CuPy (and float16) the reference."""
-    return isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64)
+    """NumPy float32/float64 arrays take the compiled path (where ext/conv.pyx is built); CuPy
+    (and float16) the reference."""
+    return isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64) \
+        and cpu_module("conv") is not None
 
 
 def _conv_forward(x, w, b, stride, padding, dilation, groups):
@@ -476,8 +464,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     op = "conv2d"
     xa, wa = as_array(x), as_array(weight)
     ba = None if bias is None else as_array(bias)
-    stride, padding = _pair(stride, "stride", op, 1), _pair(padding, "padding", op, 0)
-    dilation = _pair(dilation, "dilation", op, 1)
+    stride, padding = int_pair(stride, "stride", op, 1), int_pair(padding, "padding", op, 0)
+    dilation = int_pair(dilation, "dilation", op, 1)
     _check_conv_args(op, xa, wa, ba, groups, wa.shape[0] if wa.ndim == 4 else None)
     N, C, H, W = xa.shape
     O, Cg, kh, kw = wa.shape
@@ -489,7 +477,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if kh < 1 or kw < 1:
         raise ValueError(f"{op}: weight has an empty kernel, shape {tuple(wa.shape)}")
     Ho, Wo = _conv_out_hw(H, W, kh, kw, stride, padding, dilation)
-    if Ho < 1 or Wo < 1:
+    if not (1 <= Ho <= INT32_MAX and 1 <= Wo <= INT32_MAX):
         raise ValueError(f"{op}: output size would be {Ho}x{Wo} for input {H}x{W}, kernel {kh}x{kw}, "
                          f"stride {stride}, padding {padding}, dilation {dilation}")
     inputs = (x, weight) if bias is None else (x, weight, bias)
@@ -507,11 +495,11 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     op = "conv_transpose2d"
     xa, wa = as_array(x), as_array(weight)
     ba = None if bias is None else as_array(bias)
-    stride, padding = _pair(stride, "stride", op, 1), _pair(padding, "padding", op, 0)
-    dilation = _pair(dilation, "dilation", op, 1)
-    output_padding = _pair(output_padding, "output_padding", op, 0)
+    stride, padding = int_pair(stride, "stride", op, 1), int_pair(padding, "padding", op, 0)
+    dilation = int_pair(dilation, "dilation", op, 1)
+    output_padding = int_pair(output_padding, "output_padding", op, 0)
     out_channels = None
-    if wa.ndim == 4 and isinstance(groups, (int, np.integer)):
+    if wa.ndim == 4 and is_int(groups):
         out_channels = wa.shape[1] * groups
     _check_conv_args(op, xa, wa, ba, groups, out_channels)
     N, C, H, W = xa.shape
@@ -526,7 +514,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                              f"stride {stride} or dilation {dilation}")
     Ho = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
     Wo = (W - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
-    if Ho < 1 or Wo < 1:
+    if not (1 <= Ho <= INT32_MAX and 1 <= Wo <= INT32_MAX):
         raise ValueError(f"{op}: output size would be {Ho}x{Wo} for input {H}x{W}, kernel {kh}x{kw}, "
                          f"stride {stride}, padding {padding}, dilation {dilation}")
     inputs = (x, weight) if bias is None else (x, weight, bias)

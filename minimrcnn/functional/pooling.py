@@ -13,15 +13,16 @@ windows that share a maximum add their gradients there.
 
 Shapes: x (N, C, H, W) or (C, H, W); y (N, C, Ho, Wo) or (C, Ho, Wo).
 
-NumPy float32/float64 arrays use a compiled kernel (ext/conv.pyx, one plane per OpenMP
+NumPy float32/float64 arrays use a compiled kernel (ext/pooling.pyx, one plane per OpenMP
 thread); other arrays (CuPy) a loop over the kh*kw window offsets with strided slices.
 """
 import numpy as np
 
+from .._ext import cpu_module
 from ..autograd.registry import register_case
 from ..autograd.tensor import Function, as_array
 from ..backend import get_array_module
-from .conv import _pair
+from ..checks import int_pair
 
 __all__ = ["max_pool2d"]
 
@@ -36,7 +37,9 @@ def _pool_out_size(size, k, s, p, d, ceil_mode):
 
 
 def _use_cpu(a):
-    return isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64)
+    """NumPy float32/float64 arrays take the compiled kernel (where it is built)."""
+    return isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64) \
+        and cpu_module("pooling") is not None
 
 
 class MaxPool2d(Function):
@@ -59,7 +62,7 @@ class MaxPool2d(Function):
 
     # ---- compiled kernel (NumPy) --------------------------------------------------------
     def _forward_cpu(self, x):
-        from .._ext import conv as kernels
+        kernels = cpu_module("pooling")                         # ext/pooling.pyx
         *lead, H, W = x.shape
         planes = np.ascontiguousarray(x).reshape(-1, H, W)
         Ho, Wo = self.out_size
@@ -70,7 +73,7 @@ class MaxPool2d(Function):
         return y.reshape(*lead, Ho, Wo)
 
     def _backward_cpu(self, gy):
-        from .._ext import conv as kernels
+        kernels = cpu_module("pooling")
         *lead, H, W = self.x_shape
         Ho, Wo = self.out_size
         gx = np.zeros((self.argmax.shape[0], H, W), dtype=gy.dtype)
@@ -141,9 +144,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     if xa.ndim not in (3, 4):
         raise ValueError(f"{op}: input must be 3-D (C, H, W) or 4-D (N, C, H, W), "
                          f"got shape {tuple(xa.shape)}")
-    kernel_size = _pair(kernel_size, "kernel_size", op, 1)
-    stride = kernel_size if stride is None else _pair(stride, "stride", op, 1)
-    padding, dilation = _pair(padding, "padding", op, 0), _pair(dilation, "dilation", op, 1)
+    kernel_size = int_pair(kernel_size, "kernel_size", op, 1)
+    stride = kernel_size if stride is None else int_pair(stride, "stride", op, 1)
+    padding, dilation = int_pair(padding, "padding", op, 0), int_pair(dilation, "dilation", op, 1)
     if padding[0] > kernel_size[0] // 2 or padding[1] > kernel_size[1] // 2:
         raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel_size}")
     H, W = xa.shape[-2:]

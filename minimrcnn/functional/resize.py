@@ -33,6 +33,7 @@ import numpy as np
 from ..autograd.registry import register_case
 from ..autograd.tensor import Function
 from ..backend import get_array_module
+from ..checks import INT32_MAX, int_pair
 
 __all__ = ["interpolate"]
 
@@ -157,13 +158,7 @@ def _output_size(name, shape, size, scale_factor):
         raise ValueError(f"{name}: give exactly one of size and scale_factor, got size={size!r}, "
                          f"scale_factor={scale_factor!r}")
     if size is not None:
-        out = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-        if len(out) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
-                                    for s in out):
-            raise ValueError(f"{name}: size must be an int or a pair of ints, got {size!r}")
-        if min(out) <= 0:
-            raise ValueError(f"{name}: size must be positive, got {size!r}")
-        return (int(out[0]), int(out[1])), (None, None)
+        return int_pair(size, "size", name, minimum=1), (None, None)
     scales = ((scale_factor, scale_factor) if np.isscalar(scale_factor) else tuple(scale_factor))
     if len(scales) != 2 or not all(np.isscalar(s) and not isinstance(s, bool) for s in scales):
         raise ValueError(f"{name}: scale_factor must be a number or a pair of numbers, "
@@ -172,9 +167,9 @@ def _output_size(name, shape, size, scale_factor):
     if not all(s > 0 and math.isfinite(s) for s in scales):
         raise ValueError(f"{name}: scale_factor must be positive and finite, got {scale_factor!r}")
     out = tuple(int(math.floor(float(n) * s)) for n, s in zip(shape[2:], scales))
-    if min(out) <= 0:
+    if not 0 < min(out) <= max(out) <= INT32_MAX:
         raise ValueError(f"{name}: scale_factor={scale_factor!r} turns the input size "
-                         f"{tuple(shape[2:])} into {out}; every output size must be positive")
+                         f"{tuple(shape[2:])} into {out}; every output size must be in [1, {INT32_MAX}]")
     return out, scales
 
 

@@ -10,6 +10,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import functional as F
+from ..checks import int_pair, is_int, positive_int
 from . import init
 from .module import Module, Parameter
 
@@ -19,26 +20,6 @@ __all__ = ["Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Conv
 
 
 # ---- argument checks -----------------------------------------------------------------------
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _positive_int(value, name, layer):
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _pair(value, name, layer, minimum):
-    """An int or a pair of ints -> a tuple of two ints >= ``minimum`` (torch's ``_pair``)."""
-    pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
-    if pair is None or len(pair) != 2 or not all(_is_int(v) for v in pair):
-        raise ValueError(f"{layer}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 def _float_dtype(dtype, layer):
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
@@ -85,7 +66,7 @@ class Sequential(Module):
 
 
 def _index(idx, n, what):
-    if not _is_int(idx) or not -n <= idx < n:
+    if not is_int(idx) or not -n <= idx < n:
         raise IndexError(f"{what} index {idx!r} is out of range for length {n}")
     return idx % n
 
@@ -205,10 +186,10 @@ class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
         name = "MaxPool2d"
-        self.kernel_size = _pair(kernel_size, "kernel_size", name, 1)
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", name, 1)
-        self.padding = _pair(padding, "padding", name, 0)
-        self.dilation = _pair(dilation, "dilation", name, 1)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", name, 1)
+        self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", name, 1)
+        self.padding = int_pair(padding, "padding", name, 0)
+        self.dilation = int_pair(dilation, "dilation", name, 1)
         self.ceil_mode = bool(ceil_mode)
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(f"MaxPool2d: padding={padding!r} must be at most half of "
@@ -235,8 +216,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features", "Linear")
-        self.out_features = _positive_int(out_features, "out_features", "Linear")
+        self.in_features = positive_int(in_features, "in_features", "Linear")
+        self.out_features = positive_int(out_features, "out_features", "Linear")
         dtype = _float_dtype(dtype, "Linear")
         self.weight = Parameter(np.empty((out_features, in_features), dtype))
         self.bias = Parameter(np.empty(out_features, dtype)) if bias else None
@@ -262,17 +243,17 @@ class _ConvNd(Module):
     def __init__(self, name, in_channels, out_channels, kernel_size, stride, padding, dilation,
                  groups, bias, dtype, weight_shape_fn):
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels", name)
-        self.out_channels = _positive_int(out_channels, "out_channels", name)
-        self.groups = _positive_int(groups, "groups", name)
+        self.in_channels = positive_int(in_channels, "in_channels", name)
+        self.out_channels = positive_int(out_channels, "out_channels", name)
+        self.groups = positive_int(groups, "groups", name)
         if in_channels % groups:
             raise ValueError(f"{name}: in_channels={in_channels} must be divisible by groups={groups}")
         if out_channels % groups:
             raise ValueError(f"{name}: out_channels={out_channels} must be divisible by groups={groups}")
-        self.kernel_size = _pair(kernel_size, "kernel_size", name, 1)
-        self.stride = _pair(stride, "stride", name, 1)
-        self.padding = _pair(padding, "padding", name, 0)
-        self.dilation = _pair(dilation, "dilation", name, 1)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", name, 1)
+        self.stride = int_pair(stride, "stride", name, 1)
+        self.padding = int_pair(padding, "padding", name, 0)
+        self.dilation = int_pair(dilation, "dilation", name, 1)
         dtype = _float_dtype(dtype, name)
         self.weight = Parameter(np.empty(weight_shape_fn(), dtype))
         self.bias = Parameter(np.empty(out_channels, dtype)) if bias else None
@@ -311,7 +292,7 @@ class Conv2d(_ConvNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, dtype=np.float32):
-        k = _pair(kernel_size, "kernel_size", "Conv2d", 1)
+        k = int_pair(kernel_size, "kernel_size", "Conv2d", 1)
         super().__init__("Conv2d", in_channels, out_channels, kernel_size, stride, padding,
                          dilation, groups, bias, dtype,
                          lambda: (out_channels, in_channels // groups) + k)
@@ -331,10 +312,10 @@ class ConvTranspose2d(_ConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1, dtype=np.float32):
         name = "ConvTranspose2d"
-        k = _pair(kernel_size, "kernel_size", name, 1)
-        s = _pair(stride, "stride", name, 1)
-        d = _pair(dilation, "dilation", name, 1)
-        op = _pair(output_padding, "output_padding", name, 0)
+        k = int_pair(kernel_size, "kernel_size", name, 1)
+        s = int_pair(stride, "stride", name, 1)
+        d = int_pair(dilation, "dilation", name, 1)
+        op = int_pair(output_padding, "output_padding", name, 0)
         if any(o >= max(si, di) for o, si, di in zip(op, s, d)):
             raise ValueError(f"{name}: output_padding={output_padding!r} must be smaller than "
                              f"either stride={stride!r} or dilation={dilation!r}")
@@ -368,7 +349,7 @@ class FrozenBatchNorm2d(Module):
 
     def __init__(self, num_features, eps=1e-5, dtype=np.float32):
         super().__init__()
-        self.num_features = _positive_int(num_features, "num_features", "FrozenBatchNorm2d")
+        self.num_features = positive_int(num_features, "num_features", "FrozenBatchNorm2d")
         if not eps >= 0:
             raise ValueError(f"FrozenBatchNorm2d: eps must be >= 0, got {eps!r}")
         self.eps = eps
@@ -408,7 +389,7 @@ class BatchNorm2d(Module):
                  track_running_stats=True, dtype=np.float32):
         super().__init__()
         name = "BatchNorm2d"
-        self.num_features = _positive_int(num_features, "num_features", name)
+        self.num_features = positive_int(num_features, "num_features", name)
         if not eps > 0:
             raise ValueError(f"{name}: eps must be > 0, got {eps!r}")
         if momentum is not None and not 0 <= momentum <= 1:
@@ -471,8 +452,8 @@ class GroupNorm(Module):
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=np.float32):
         super().__init__()
         name = "GroupNorm"
-        self.num_groups = _positive_int(num_groups, "num_groups", name)
-        self.num_channels = _positive_int(num_channels, "num_channels", name)
+        self.num_groups = positive_int(num_groups, "num_groups", name)
+        self.num_channels = positive_int(num_channels, "num_channels", name)
         if num_channels % num_groups:
             raise ValueError(f"{name}: num_channels={num_channels} must be divisible by "
                              f"num_groups={num_groups}")

@@ -181,8 +181,8 @@ def draw_anchors(ax, anchors, image_size=None, colors=None, linewidth=1.0, label
     """
     from matplotlib.patches import Rectangle
 
-    from .boxes import _as_boxes
-    anchors = _as_boxes(anchors, "anchors")
+    from .checks import as_boxes
+    anchors = as_boxes(anchors, "anchors")
     anchors = np.asarray(anchors.get() if hasattr(anchors, "get") else anchors, dtype=np.float64)
     if colors is None:
         cycle = [c["color"] for c in __import__("matplotlib").rcParams["axes.prop_cycle"]]

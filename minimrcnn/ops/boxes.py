@@ -17,43 +17,9 @@ import numpy as np
 
 from ..autograd.tensor import as_array
 from ..backend import get_array_module
+from .checks import as_boxes, check_valid_boxes, first_index
 
 __all__ = ["box_area", "box_iou", "clip_boxes_to_image", "remove_small_boxes", "BoxCoder"]
-
-
-# ---- input helpers (shared with anchors.py and nms.py) -----------------------------------------
-
-def _first_index(mask):
-    """Index of the first True in a 1-d boolean array (NumPy or CuPy), as a Python int."""
-    return int(get_array_module(mask).flatnonzero(mask)[0])
-
-
-def _as_boxes(boxes, name, ndim=2):
-    """``boxes`` as an array of shape (N, 4) (``ndim=None``: (..., 4)), or a ValueError."""
-    boxes = as_array(boxes)
-    ok = boxes.ndim >= 1 and boxes.shape[-1] == 4 if ndim is None else \
-        boxes.ndim == ndim and boxes.shape[-1] == 4
-    if not ok:
-        want = "(..., 4)" if ndim is None else "(N, 4)"
-        raise ValueError(f"{name} must be an array of shape {want} holding x1, y1, x2, y2; "
-                         f"got shape {tuple(boxes.shape)}")
-    if boxes.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must hold real numbers, got dtype {boxes.dtype}")
-    return boxes
-
-
-def _check_valid_boxes(boxes, name):
-    """Raise if any box of an (N, 4) array is not finite or has x2 < x1 or y2 < y1."""
-    if boxes.shape[0] == 0:
-        return
-    xp = get_array_module(boxes)
-    bad = ~xp.isfinite(boxes).all(axis=1) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-    if bool(bad.any()):
-        i = _first_index(bad)
-        values = [float(v) for v in boxes[i].tolist()]
-        raise ValueError(f"{name}[{i}] = {values} is not a valid box: boxes must be finite "
-                         f"x1, y1, x2, y2 with x1 <= x2 and y1 <= y2 "
-                         f"({int(bad.sum())} of {boxes.shape[0]} boxes are invalid)")
 
 
 def _as_float(boxes):
@@ -68,7 +34,7 @@ def box_area(boxes):
 
     boxes: (..., 4) xyxy.  Returns (...,) in the dtype of ``boxes``.
     """
-    boxes = _as_boxes(boxes, "boxes", ndim=None)
+    boxes = as_boxes(boxes, "boxes", ndim=None)
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
@@ -82,10 +48,10 @@ def box_iou(boxes1, boxes2):
     boxes1: (N, 4), boxes2: (M, 4), xyxy, finite, with x1 <= x2 and y1 <= y2.
     Returns (N, M). Two boxes of zero area give 0/0 = NaN, as in torchvision.
     """
-    boxes1 = _as_boxes(boxes1, "boxes1")
-    boxes2 = _as_boxes(boxes2, "boxes2")
-    _check_valid_boxes(boxes1, "boxes1")
-    _check_valid_boxes(boxes2, "boxes2")
+    boxes1 = as_boxes(boxes1, "boxes1")
+    boxes2 = as_boxes(boxes2, "boxes2")
+    check_valid_boxes(boxes1, "boxes1")
+    check_valid_boxes(boxes2, "boxes2")
     xp = get_array_module(boxes1)
     area1 = box_area(boxes1)                                     # (N,)
     area2 = box_area(boxes2)                                     # (M,)
@@ -117,7 +83,7 @@ def clip_boxes_to_image(boxes, size):
 
     boxes: (..., 4) xyxy; size: (height, width). Returns a new array of the same shape and dtype.
     """
-    boxes = _as_boxes(boxes, "boxes", ndim=None)
+    boxes = as_boxes(boxes, "boxes", ndim=None)
     height, width = _check_image_size(size)
     xp = get_array_module(boxes)
     out = boxes.copy()
@@ -131,7 +97,7 @@ def remove_small_boxes(boxes, min_size):
 
     boxes: (N, 4) xyxy.  A box with a NaN side is removed.
     """
-    boxes = _as_boxes(boxes, "boxes")
+    boxes = as_boxes(boxes, "boxes")
     if not isinstance(min_size, numbers.Real) or math.isnan(min_size):
         raise ValueError(f"min_size must be a real number, got {min_size!r}")
     xp = get_array_module(boxes)
@@ -180,8 +146,8 @@ class BoxCoder:
         Returns (N, 4) deltas ``(dx, dy, dw, dh)`` in the dtype of ``reference_boxes``
         (torchvision's ``encode_single``).
         """
-        reference_boxes = _as_float(_as_boxes(reference_boxes, "reference_boxes"))
-        proposals = _as_boxes(proposals, "proposals")
+        reference_boxes = _as_float(as_boxes(reference_boxes, "reference_boxes"))
+        proposals = as_boxes(proposals, "proposals")
         if reference_boxes.shape[0] != proposals.shape[0]:
             raise ValueError(f"reference_boxes and proposals must have the same length, got "
                              f"{reference_boxes.shape[0]} and {proposals.shape[0]}")
@@ -221,7 +187,7 @@ class BoxCoder:
                              f"{tuple(rel_codes.shape)}")
         if rel_codes.dtype.kind != "f":
             raise TypeError(f"rel_codes must be a floating array, got dtype {rel_codes.dtype}")
-        boxes = _as_boxes(boxes, "boxes")
+        boxes = as_boxes(boxes, "boxes")
         if boxes.shape[0] != rel_codes.shape[0]:
             raise ValueError(f"rel_codes and boxes must have the same length, got "
                              f"{rel_codes.shape[0]} and {boxes.shape[0]}")
@@ -266,7 +232,7 @@ def _check_positive_size(boxes, name):
     xp = get_array_module(boxes)
     bad = ~((boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0) & xp.isfinite(boxes).all(axis=1))
     if bool(bad.any()):
-        i = _first_index(bad)
+        i = first_index(bad)
         values = [float(v) for v in boxes[i].tolist()]
         raise ValueError(f"{name}[{i}] = {values}: boxes to encode must be finite with positive "
                          f"width and height ({int(bad.sum())} of {boxes.shape[0]} are not)")

@@ -23,58 +23,15 @@ GPU. So with tied scores the kept indices equal torchvision's CPU result exactly
 """
 import math
 import numbers
-import warnings
-from pathlib import Path
 
 import numpy as np
 
+from .. import _ext
 from ..autograd.tensor import as_array
 from ..backend import get_array_module
-from .boxes import _as_boxes, _first_index
+from .checks import as_boxes, first_index
 
 __all__ = ["nms", "batched_nms", "nms_reference"]
-
-
-# ---- validation ------------------------------------------------------------------------------------
-
-def _check_threshold(iou_threshold):
-    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real) \
-            or math.isnan(iou_threshold):
-        raise ValueError(f"iou_threshold must be a real number, got {iou_threshold!r}")
-    return float(iou_threshold)
-
-
-def _check_nms_inputs(boxes, scores, iou_threshold):
-    """Validated (boxes (N, 4) float, scores (N,), threshold float)."""
-    boxes = _as_boxes(boxes, "boxes")
-    scores = as_array(scores)
-    if scores.ndim != 1:
-        raise ValueError(f"scores must be an array of shape (N,), got shape {tuple(scores.shape)}")
-    if scores.shape[0] != boxes.shape[0]:
-        raise ValueError(f"boxes and scores must have the same length, got {boxes.shape[0]} boxes "
-                         f"and {scores.shape[0]} scores")
-    if scores.dtype.kind not in "fiu":
-        raise TypeError(f"scores must hold real numbers, got dtype {scores.dtype}")
-    if get_array_module(boxes) is not get_array_module(scores):
-        raise ValueError("boxes and scores must be on the same device (both NumPy or both CuPy)")
-    iou_threshold = _check_threshold(iou_threshold)
-    if boxes.dtype not in (np.float32, np.float64):
-        boxes = boxes.astype(np.float32)
-    if scores.dtype.kind != "f":
-        scores = scores.astype(np.float64)     # -scores must not wrap around (unsigned)
-    boxes = _without_overflow(boxes)
-    if boxes.shape[0]:
-        xp = get_array_module(boxes)
-        bad = ~xp.isfinite(boxes).all(axis=1) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-        if bool(bad.any()):
-            i = _first_index(bad)
-            raise ValueError(f"boxes[{i}] = {[float(v) for v in boxes[i].tolist()]} is not a valid box: "
-                             f"NMS needs finite x1, y1, x2, y2 with x1 <= x2 and y1 <= y2")
-        bad = ~xp.isfinite(scores)
-        if bool(bad.any()):
-            i = _first_index(bad)
-            raise ValueError(f"scores[{i}] = {float(scores[i])} is not finite")
-    return boxes, scores, iou_threshold
 
 
 def _without_overflow(boxes):
@@ -116,6 +73,10 @@ def nms_reference(boxes, scores, iou_threshold):
     boxes: (N, 4) xyxy; scores: (N,). Returns int64 indices of the kept boxes, by decreasing score.
     """
     boxes, scores, iou_threshold = _check_nms_inputs(boxes, scores, iou_threshold)
+    return _greedy_reference(boxes, scores, iou_threshold)
+
+
+def _greedy_reference(boxes, scores, iou_threshold):
     if boxes.shape[0] == 0:
         return _empty_keep(boxes)
     xp = get_array_module(boxes)
@@ -140,48 +101,19 @@ def nms_reference(boxes, scores, iou_threshold):
 
 # ---- CPU (Cython) ----------------------------------------------------------------------------------
 
-_warned_no_ext = False
-
-
 def _nms_cpu(boxes, scores, iou_threshold):
-    global _warned_no_ext
-    try:
-        from .._ext import nms as _ext_nms
-    except ImportError:
-        if not _warned_no_ext:
-            warnings.warn("minimrcnn._ext.nms is not built; nms() falls back to the slow NumPy "
-                          "reference (build it: python setup.py build_ext --inplace)",
-                          RuntimeWarning, stacklevel=3)
-            _warned_no_ext = True
-        return nms_reference(boxes, scores, iou_threshold)
+    """ext/nms.pyx on the boxes in score order (the NumPy reference where it is not built)."""
+    kernels = _ext.cpu_module("nms")
+    if kernels is None:
+        return _greedy_reference(boxes, scores, iou_threshold)
     order = _descending_order(scores)
-    return _ext_nms.nms_sorted(np.ascontiguousarray(boxes), order, iou_threshold)
+    return kernels.nms_sorted(np.ascontiguousarray(boxes), order, iou_threshold)
 
 
 # ---- GPU (CuPy RawModule) --------------------------------------------------------------------------
 
 _NMS_BLOCK = 64
 _GATHER_THREADS = 256
-_cuda_module = None
-
-
-def _cuda_source_path():
-    import minimrcnn
-    return Path(minimrcnn.__file__).resolve().parent.parent / "ext" / "nms.cu"
-
-
-def _get_cuda_module():
-    global _cuda_module
-    if _cuda_module is None:
-        from ..backend import get_cupy
-        cupy = get_cupy()
-        path = _cuda_source_path()
-        if not path.is_file():
-            raise RuntimeError(f"the CUDA source of nms is missing: {path} (it ships in the "
-                               f"repository's ext/ folder)")
-        # --fmad=false: no fused multiply-add, so the IoU rounds exactly as on the CPU
-        _cuda_module = cupy.RawModule(code=path.read_text(), options=("--fmad=false",))
-    return _cuda_module
 
 
 def _nms_cuda(boxes, scores, iou_threshold):
@@ -191,7 +123,7 @@ def _nms_cuda(boxes, scores, iou_threshold):
     sorted_boxes = cupy.ascontiguousarray(boxes[order])         # (N, 4) by decreasing score
     col_blocks = (n + _NMS_BLOCK - 1) // _NMS_BLOCK
     mask = cupy.zeros((n, col_blocks), dtype=cupy.uint64)       # bit b of mask[i, c]: box i kills 64c+b
-    module = _get_cuda_module()
+    module = _ext.cuda_module("nms")                            # ext/nms.cu
     name = "nms_mask_float" if sorted_boxes.dtype == np.float32 else "nms_mask_double"
     module.get_function(name)((col_blocks, col_blocks), (_NMS_BLOCK,),
                               (sorted_boxes, np.int32(n), np.float64(iou_threshold), mask))
@@ -264,6 +196,47 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
         keep.append(members[_nms(boxes[members], scores[members], iou_threshold)])
     keep = xp.sort(xp.concatenate(keep))                  # by index, so that ties keep input order
     return keep[_descending_order(scores[keep])]
+
+
+# ---- the checks at the door ---------------------------------------------------------------------
+
+def _check_threshold(iou_threshold):
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real) \
+            or math.isnan(iou_threshold):
+        raise ValueError(f"iou_threshold must be a real number, got {iou_threshold!r}")
+    return float(iou_threshold)
+
+
+def _check_nms_inputs(boxes, scores, iou_threshold):
+    """Validated (boxes (N, 4) float, scores (N,), threshold float)."""
+    boxes = as_boxes(boxes, "boxes")
+    scores = as_array(scores)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be an array of shape (N,), got shape {tuple(scores.shape)}")
+    if scores.shape[0] != boxes.shape[0]:
+        raise ValueError(f"boxes and scores must have the same length, got {boxes.shape[0]} boxes "
+                         f"and {scores.shape[0]} scores")
+    if scores.dtype.kind not in "fiu":
+        raise TypeError(f"scores must hold real numbers, got dtype {scores.dtype}")
+    if get_array_module(boxes) is not get_array_module(scores):
+        raise ValueError("boxes and scores must be on the same device (both NumPy or both CuPy)")
+    iou_threshold = _check_threshold(iou_threshold)
+    if boxes.dtype not in (np.float32, np.float64):
+        boxes = boxes.astype(np.float32)
+    if scores.dtype.kind != "f":
+        scores = scores.astype(np.float64)     # -scores must not wrap around (unsigned)
+    if boxes.shape[0]:
+        xp = get_array_module(boxes)
+        bad = ~xp.isfinite(boxes).all(axis=1) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+        if bool(bad.any()):
+            i = first_index(bad)
+            raise ValueError(f"boxes[{i}] = {[float(v) for v in boxes[i].tolist()]} is not a valid box: "
+                             f"NMS needs finite x1, y1, x2, y2 with x1 <= x2 and y1 <= y2")
+        bad = ~xp.isfinite(scores)
+        if bool(bad.any()):
+            i = first_index(bad)
+            raise ValueError(f"scores[{i}] = {float(scores[i])} is not finite")
+    return _without_overflow(boxes), scores, iou_threshold
 
 
 def _check_idxs(idxs, boxes):

@@ -39,119 +39,27 @@ Three implementations of one function:
 
   (and its gradient is  grad_input[b, c] += A_y.T @ grad_out[k, c] @ A_x / (gh*gw)).
 
-Input checks (shared with roi_pool and roi_warp): ``input`` (N, C, H, W) float32/float64 with
+Input checks (minimrcnn/ops/checks.py, shared with roi_pool and roi_warp): ``input`` (N, C, H, W) float32/float64 with
 H, W >= 1; ``rois`` (K, 5), cast to the input's dtype, with an integral batch index in [0, N),
 finite coordinates and x1 <= x2, y1 <= y2. torchvision accepts inverted boxes (and makes them
 1x1 when not aligned); here they are an error, since no detector stage produces them and an
 inverted box is almost always a swapped-coordinates bug (xywh passed as xyxy, say). Empty
 boxes (x1 == x2) are allowed. K = 0 gives an empty (0, C, PH, PW) result.
 """
-import functools
-import math
-import warnings
-from pathlib import Path
-
 import numpy as np
 
-from ..autograd import Function, Tensor
+from .. import _ext
+from ..autograd import Function
 from ..autograd.registry import register_case
-from ..backend import as_numpy, get_array_module, get_cupy, is_cupy_array
+from ..autograd.tensor import as_array
+from ..backend import as_numpy, get_array_module
+from .checks import check_align_args, check_roi_args
 
 __all__ = ["roi_align", "RoIAlign", "roi_align_reference", "roi_align_reference_backward"]
 
 # a single RoI may not ask for more bilinear samples than this (PH * PW * gh * gw); see
 # ext/roi_align.pyx, which refuses the same
 MAX_SAMPLES_PER_ROI = 1 << 24
-
-EXT_DIR = Path(__file__).resolve().parent.parent.parent / "ext"
-
-
-# ---- argument checks (shared by roi_align, roi_pool, roi_warp) ---------------------------------
-
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _pair(op, output_size):
-    """``output_size`` as (PH, PW) of positive ints."""
-    if _is_int(output_size):
-        size = (int(output_size), int(output_size))
-    elif isinstance(output_size, (tuple, list)) and len(output_size) == 2 \
-            and all(map(_is_int, output_size)):
-        size = (int(output_size[0]), int(output_size[1]))
-    else:
-        raise TypeError(f"{op}: output_size must be an int or a pair of ints, got {output_size!r}")
-    if size[0] < 1 or size[1] < 1 or max(size) > 1 << 15:
-        raise ValueError(f"{op}: output_size must be positive (and at most 32768), "
-                         f"got {output_size!r}")
-    return size
-
-
-def _check_roi_args(op, input, rois, output_size, spatial_scale):
-    """Validate the arguments of an RoI op before any kernel runs.
-
-    Returns ``(x, rois, (PH, PW), spatial_scale)``: ``x`` the input's array (NumPy or CuPy, not
-    copied), ``rois`` a (K, 5) array of ``x``'s dtype on ``x``'s device, already checked.
-    """
-    x = input.data if isinstance(input, Tensor) else input
-    if not (isinstance(x, np.ndarray) or is_cupy_array(x)):
-        x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{op}: input must be float32 or float64, got dtype {x.dtype}")
-    N, C, H, W = x.shape
-    if H < 1 or W < 1 or H * W >= 2 ** 31:
-        raise ValueError(f"{op}: input height and width must be in [1, 2^31) pixels, got shape "
-                         f"{tuple(x.shape)}")
-    size = _pair(op, output_size)
-    real = isinstance(spatial_scale, (int, float, np.integer, np.floating)) \
-        and not isinstance(spatial_scale, (bool, np.bool_))
-    if not (real and 0 < spatial_scale < math.inf):
-        raise ValueError(f"{op}: spatial_scale must be a positive finite number, "
-                         f"got {spatial_scale!r}")
-
-    try:
-        r = np.asarray(as_numpy(rois.data if isinstance(rois, Tensor) else rois))
-    except ValueError as e:                    # a ragged nested list
-        raise ValueError(f"{op}: rois must be a (K, 5) array, got {type(rois).__name__} ({e})")
-    if r.ndim != 2 or r.shape[1] != 5:
-        raise ValueError(f"{op}: rois must have shape (K, 5) = [batch_index, x1, y1, x2, y2], "
-                         f"got shape {r.shape}")
-    if r.dtype.kind not in "fiu":
-        raise TypeError(f"{op}: rois must be a numeric array, got dtype {r.dtype}")
-    with np.errstate(over="ignore"):           # too large for float32: inf, reported below
-        r = r.astype(x.dtype)                  # a copy, in the precision the kernels compute in
-    batch = r[:, 0]
-    bad = ~((batch >= 0) & (batch < N) & (batch == np.floor(batch)))
-    if bad.any():
-        k = int(np.argmax(bad))
-        raise ValueError(f"{op}: rois[{k}, 0] = {batch[k]:g} is not a batch index in [0, {N})")
-    bad = ~np.isfinite(r[:, 1:])
-    if bad.any():
-        k, j = np.argwhere(bad)[0]
-        raise ValueError(f"{op}: rois[{k}, {j + 1}] = {r[k, j + 1]:g} is not finite")
-    for lo, hi, name in ((1, 3, "x"), (2, 4, "y")):
-        bad = r[:, hi] < r[:, lo]
-        if bad.any():
-            k = int(np.argmax(bad))
-            raise ValueError(f"{op}: rois[{k}] has {name}2 = {r[k, hi]:g} < {name}1 = "
-                             f"{r[k, lo]:g}; boxes are [batch_index, x1, y1, x2, y2] with "
-                             f"x1 <= x2 and y1 <= y2")
-    if is_cupy_array(x):
-        r = get_cupy().asarray(r)
-    return x, r, size, float(spatial_scale)
-
-
-def _check_align_args(op, sampling_ratio, aligned):
-    if not _is_int(sampling_ratio):
-        raise TypeError(f"{op}: sampling_ratio must be an int (<= 0 for adaptive), "
-                        f"got {sampling_ratio!r}")
-    if sampling_ratio > 1 << 12:
-        raise ValueError(f"{op}: sampling_ratio must be at most 4096, got {sampling_ratio}")
-    if not isinstance(aligned, (bool, np.bool_)):
-        raise TypeError(f"{op}: aligned must be a bool, got {aligned!r}")
-    return max(int(sampling_ratio), 0), bool(aligned)
 
 
 def _roi_geometry(rois, spatial_scale, output_size, sampling_ratio, aligned):
@@ -187,35 +95,6 @@ def _roi_geometry(rois, spatial_scale, output_size, sampling_ratio, aligned):
 
 # ---- kernels -----------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def _cpu_kernels(name):
-    """The Cython module minimrcnn._ext.<name>, or None (with a warning) where it is not built."""
-    import importlib
-    try:
-        return importlib.import_module(f"minimrcnn._ext.{name}")
-    except ImportError:
-        warnings.warn(f"minimrcnn._ext.{name} is not built (python setup.py build_ext --inplace); "
-                      f"using the slow NumPy reference instead", RuntimeWarning, stacklevel=3)
-        return None
-
-
-@functools.lru_cache(maxsize=None)
-def _cuda_module(filename):
-    """ext/<filename> compiled by cupy.RawModule (once per process)."""
-    cupy = get_cupy()
-    code = (EXT_DIR / filename).read_text()
-    return cupy.RawModule(code=code, options=("--std=c++14", "--fmad=false"))
-
-
-def _cuda_launch(filename, name, dtype, total, args):
-    """Run kernel ``<name>_<float|double>`` over ``total`` elements (grid-stride loop)."""
-    suffix = "float" if dtype == np.float32 else "double"
-    kernel = _cuda_module(filename).get_function(f"{name}_{suffix}")
-    threads = 256
-    blocks = max(1, min((total + threads - 1) // threads, 1 << 16))
-    kernel((blocks,), (threads,), (np.int64(total),) + tuple(args))
-
-
 def _forward(x, rois, output_size, spatial_scale, sampling_ratio, aligned):
     xp = get_array_module(x)
     N, C, H, W = x.shape
@@ -224,7 +103,7 @@ def _forward(x, rois, output_size, spatial_scale, sampling_ratio, aligned):
     if K == 0 or C == 0:
         return xp.zeros((K, C, PH, PW), dtype=x.dtype)
     if xp is np:
-        ext = _cpu_kernels("roi_align")
+        ext = _ext.cpu_module("roi_align")
         if ext is None:
             return roi_align_reference(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
         return ext.roi_align_forward(np.ascontiguousarray(x), np.ascontiguousarray(rois), PH, PW,
@@ -233,7 +112,7 @@ def _forward(x, rois, output_size, spatial_scale, sampling_ratio, aligned):
     x = xp.ascontiguousarray(x)
     rois = xp.ascontiguousarray(rois)
     out = xp.empty((K, C, PH, PW), dtype=x.dtype)
-    _cuda_launch("roi_align.cu", "roi_align_forward", x.dtype, out.size,
+    _ext.launch("roi_align", "roi_align_forward", x.dtype, out.size,
                  (x, rois, x.dtype.type(spatial_scale), np.int32(C), np.int32(H), np.int32(W),
                   np.int32(PH), np.int32(PW), np.int32(sampling_ratio), np.int32(aligned), out))
     return out
@@ -246,7 +125,7 @@ def _backward(grad_output, rois, input_shape, spatial_scale, sampling_ratio, ali
     if K == 0 or C == 0:
         return xp.zeros(input_shape, dtype=grad_output.dtype)
     if xp is np:
-        ext = _cpu_kernels("roi_align")
+        ext = _ext.cpu_module("roi_align")
         if ext is None:
             return roi_align_reference_backward(grad_output, rois, input_shape, (PH, PW),
                                                 spatial_scale, sampling_ratio, aligned)
@@ -254,7 +133,7 @@ def _backward(grad_output, rois, input_shape, spatial_scale, sampling_ratio, ali
                                       N, H, W, spatial_scale, sampling_ratio, aligned)
     grad_output = xp.ascontiguousarray(grad_output)
     grad_input = xp.zeros(input_shape, dtype=grad_output.dtype)
-    _cuda_launch("roi_align.cu", "roi_align_backward", grad_output.dtype, grad_output.size,
+    _ext.launch("roi_align", "roi_align_backward", grad_output.dtype, grad_output.size,
                  (grad_output, xp.ascontiguousarray(rois), grad_output.dtype.type(spatial_scale),
                   np.int32(C), np.int32(H), np.int32(W), np.int32(PH), np.int32(PW),
                   np.int32(sampling_ratio), np.int32(aligned), grad_input))
@@ -298,8 +177,8 @@ def roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, al
     samples per bin along each axis, or <= 0 for ceil(roi size / output size). aligned: shift the
     box by -0.5 pixel (Detectron2's correct alignment) instead of the original convention.
     """
-    sampling_ratio, aligned = _check_align_args("roi_align", sampling_ratio, aligned)
-    _, rois, size, scale = _check_roi_args("roi_align", input, rois, output_size, spatial_scale)
+    sampling_ratio, aligned = check_align_args("roi_align", sampling_ratio, aligned)
+    _, rois, size, scale = check_roi_args("roi_align", input, rois, output_size, spatial_scale)
     return RoIAlign(size, scale, sampling_ratio, aligned)(input, rois)
 
 
@@ -347,8 +226,8 @@ def roi_align_reference(input, rois, output_size, spatial_scale=1.0, sampling_ra
     Same arguments, checks and result as :func:`roi_align` (an array, no graph); one small
     matrix product per RoI, restricted to the rows and columns the RoI's samples touch.
     """
-    sampling_ratio, aligned = _check_align_args("roi_align", sampling_ratio, aligned)
-    x, rois, size, scale = _check_roi_args("roi_align", input, rois, output_size, spatial_scale)
+    sampling_ratio, aligned = check_align_args("roi_align", sampling_ratio, aligned)
+    x, rois, size, scale = check_roi_args("roi_align", input, rois, output_size, spatial_scale)
     xp = get_array_module(x)
     N, C, H, W = x.shape
     out = xp.zeros((len(rois), C) + size, dtype=x.dtype)
@@ -362,11 +241,11 @@ def roi_align_reference_backward(grad_output, rois, input_shape, output_size, sp
                                  sampling_ratio=-1, aligned=False):
     """Gradient of :func:`roi_align_reference` w.r.t. its input:
     grad_input[b, c] += A_y.T @ grad_output[k, c] @ A_x / (gh*gw)."""
-    g = grad_output.data if isinstance(grad_output, Tensor) else grad_output
+    g = as_array(grad_output)
     xp = get_array_module(g)
     N, C, H, W = input_shape
-    sampling_ratio, aligned = _check_align_args("roi_align", sampling_ratio, aligned)
-    _, rois, size, scale = _check_roi_args("roi_align", xp.zeros((N, 0, H, W), g.dtype), rois,
+    sampling_ratio, aligned = check_align_args("roi_align", sampling_ratio, aligned)
+    _, rois, size, scale = check_roi_args("roi_align", xp.zeros((N, 0, H, W), g.dtype), rois,
                                            output_size, spatial_scale)
     if g.shape != (len(rois), C) + size:
         raise ValueError(f"roi_align: grad_output has shape {g.shape}, expected "

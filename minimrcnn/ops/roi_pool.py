@@ -19,14 +19,16 @@ values below -3.4e38.)
 
 CPU: Cython (ext/roi_pool.pyx); GPU: CUDA (ext/roi_pool.cu) through cupy.RawModule;
 :func:`roi_pool_reference`: plain NumPy/CuPy for reading and testing. The argument checks are
-RoIAlign's (see minimrcnn/ops/roi_align.py): boxes with x2 < x1 or y2 < y1 are refused.
+RoIAlign's (minimrcnn/ops/checks.py): boxes with x2 < x1 or y2 < y1 are refused.
 """
 import numpy as np
 
-from ..autograd import Function, Tensor
+from .. import _ext
+from ..autograd import Function
 from ..autograd.registry import register_case
+from ..autograd.tensor import as_array
 from ..backend import as_numpy, get_array_module
-from .roi_align import _check_roi_args, _cpu_kernels, _cuda_launch
+from .checks import check_roi_args
 
 __all__ = ["roi_pool", "RoIPool", "roi_pool_reference", "roi_pool_reference_backward",
            "quantize_boxes"]
@@ -79,7 +81,7 @@ class RoIPool(Function):
             self.argmax = xp.full((K, C, PH, PW), -1, dtype=np.int32)
             return xp.zeros((K, C, PH, PW), dtype=x.dtype)
         if xp is np:
-            ext = _cpu_kernels("roi_pool")
+            ext = _ext.cpu_module("roi_pool")
             if ext is None:
                 out, self.argmax = roi_pool_reference(x, rois, self.output_size, self.spatial_scale)
                 return out
@@ -90,7 +92,7 @@ class RoIPool(Function):
         x = xp.ascontiguousarray(x)
         out = xp.empty((K, C, PH, PW), dtype=x.dtype)
         self.argmax = xp.empty((K, C, PH, PW), dtype=np.int32)
-        _cuda_launch("roi_pool.cu", "roi_pool_forward", x.dtype, out.size,
+        _ext.launch("roi_pool", "roi_pool_forward", x.dtype, out.size,
                      (x, xp.ascontiguousarray(rois), x.dtype.type(self.spatial_scale), np.int32(C),
                       np.int32(H), np.int32(W), np.int32(PH), np.int32(PW), out, self.argmax))
         return out
@@ -102,7 +104,7 @@ class RoIPool(Function):
         if K == 0 or C == 0:
             return xp.zeros(self.input_shape, dtype=grad_output.dtype), None
         if xp is np:
-            ext = _cpu_kernels("roi_pool")
+            ext = _ext.cpu_module("roi_pool")
             if ext is None:
                 return roi_pool_reference_backward(grad_output, self.argmax, self.rois,
                                                    self.input_shape), None
@@ -111,7 +113,7 @@ class RoIPool(Function):
             return grad_input, None
         grad_output = xp.ascontiguousarray(grad_output)
         grad_input = xp.zeros(self.input_shape, dtype=grad_output.dtype)
-        _cuda_launch("roi_pool.cu", "roi_pool_backward", grad_output.dtype, grad_output.size,
+        _ext.launch("roi_pool", "roi_pool_backward", grad_output.dtype, grad_output.size,
                      (grad_output, self.argmax, xp.ascontiguousarray(self.rois), np.int32(C),
                       np.int32(H), np.int32(W), np.int32(grad_output.shape[2]),
                       np.int32(grad_output.shape[3]), grad_input))
@@ -124,7 +126,7 @@ def roi_pool(input, rois, output_size, spatial_scale=1.0):
     Arguments as :func:`minimrcnn.ops.roi_align` (input float32/float64 Tensor or array; rois
     rows [batch_index, x1, y1, x2, y2] in image coordinates; output_size int or (PH, PW)).
     """
-    _, rois, size, scale = _check_roi_args("roi_pool", input, rois, output_size, spatial_scale)
+    _, rois, size, scale = check_roi_args("roi_pool", input, rois, output_size, spatial_scale)
     quantize_boxes(rois, scale)               # refuses coordinates the int kernels cannot hold
     return RoIPool(size, scale)(input, rois)
 
@@ -147,7 +149,7 @@ def roi_pool_reference(input, rois, output_size, spatial_scale=1.0):
     Returns ``(output (K, C, PH, PW), argmax (K, C, PH, PW) int32)``; argmax holds y * W + x of
     the max in ``input[b, c]``, or -1 for an empty bin.
     """
-    x, rois, size, scale = _check_roi_args("roi_pool", input, rois, output_size, spatial_scale)
+    x, rois, size, scale = check_roi_args("roi_pool", input, rois, output_size, spatial_scale)
     xp = get_array_module(x)
     N, C, H, W = x.shape
     PH, PW = size
@@ -174,7 +176,7 @@ def roi_pool_reference(input, rois, output_size, spatial_scale=1.0):
 def roi_pool_reference_backward(grad_output, argmax, rois, input_shape):
     """Gradient of RoIPool:
     grad_input[b, c].flat[argmax[k, c, ph, pw]] += grad_output[k, c, ph, pw]."""
-    g = grad_output.data if isinstance(grad_output, Tensor) else grad_output
+    g = as_array(grad_output)
     xp = get_array_module(g)
     N, C, H, W = input_shape
     batch = xp.asarray(as_numpy(rois)[:, 0].astype(np.int64))

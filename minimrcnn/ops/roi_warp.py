@@ -28,7 +28,8 @@ import numpy as np
 
 from ..autograd.registry import register_case
 from ..backend import as_numpy, get_array_module
-from .roi_align import RoIAlign, _check_roi_args, roi_align_reference
+from .checks import check_roi_args
+from .roi_align import RoIAlign, roi_align_reference
 from .roi_pool import quantize_boxes
 
 __all__ = ["roi_warp", "roi_warp_reference", "warp_boxes"]
@@ -51,13 +52,13 @@ def roi_warp(input, rois, output_size, spatial_scale=1.0):
     Arguments and checks as :func:`minimrcnn.ops.roi_align`; see the module docstring for the
     exact definition.
     """
-    _, rois, size, scale = _check_roi_args("roi_warp", input, rois, output_size, spatial_scale)
+    _, rois, size, scale = check_roi_args("roi_warp", input, rois, output_size, spatial_scale)
     return RoIAlign(size, 1.0, 1, True)(input, warp_boxes(rois, scale))
 
 
 def roi_warp_reference(input, rois, output_size, spatial_scale=1.0):
     """RoIWarp through :func:`minimrcnn.ops.roi_align_reference` (NumPy/CuPy, for testing)."""
-    _, rois, size, scale = _check_roi_args("roi_warp", input, rois, output_size, spatial_scale)
+    _, rois, size, scale = check_roi_args("roi_warp", input, rois, output_size, spatial_scale)
     return roi_align_reference(input, warp_boxes(rois, scale), size, 1.0, 1, True)
 
 
