@@ -24,6 +24,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -50,15 +51,21 @@ _DROPPED = re.compile(r"(^|\.)num_batches_tracked$")
 
 
 def _to_array(value, key):
-    """A torch tensor (via ``.detach().cpu().numpy()``), Tensor or array -> NumPy array."""
+    """A torch tensor (via ``.detach().cpu().numpy()``), Tensor or array -> NumPy array of real
+    numbers (bool, int or float: a string or complex entry is refused, never cast)."""
     if hasattr(value, "detach") and hasattr(value, "numpy"):          # torch.Tensor, no torch import
-        return value.detach().cpu().numpy()
+        return _check_real(value.detach().cpu().numpy(), key)
     try:
         array = as_numpy(value)
     except Exception as e:  # noqa: BLE001 - report the key
         raise TypeError(f"state dict entry {key!r}: cannot convert {type(value).__name__} to an array") from e
-    if array.dtype == object:
-        raise TypeError(f"state dict entry {key!r}: expected a numeric array, got an object array")
+    return _check_real(array, key)
+
+
+def _check_real(array, key):
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"state dict entry {key!r} has dtype {array.dtype}: weights must be real "
+                        f"numbers (bool, int or float)")
     return array
 
 
@@ -89,16 +96,26 @@ def upgrade_torchvision_keys(state_dict):
 
 # ---- atomic .npz files ---------------------------------------------------------------------
 def _atomic_savez(path, arrays):
-    """Write ``arrays`` ({name: ndarray}) to ``path`` as an uncompressed .npz, atomically."""
+    """Write ``arrays`` ({name: ndarray}) to ``path`` as an uncompressed .npz, atomically.
+
+    The file is written to ``.<name>.<pid>.<random>.tmp`` beside the target, flushed to disk,
+    given the mode a new file gets under the umask (mkstemp makes it 0600), and renamed over
+    the target; the directory is then flushed too, so that the rename survives a crash. A
+    temporary left by a save that was killed half-way is removed by the next save to the
+    same target.
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    _remove_stale_temporaries(directory, os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp",
+                               dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -106,24 +123,119 @@ def _atomic_savez(path, arrays):
         except FileNotFoundError:
             pass
         raise
+    _fsync_directory(directory)
+
+
+def _umask():
+    mask = os.umask(0)          # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def _fsync_directory(directory):
+    if os.name != "posix":      # Windows cannot open a directory; NTFS journals the rename
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+STALE_SECONDS = 3600
+
+
+def _remove_stale_temporaries(directory, basename):
+    """Remove ``.<basename>.<pid>.*.tmp`` files of earlier saves that can no longer finish: their
+    process is gone (POSIX), or they are older than an hour."""
+    pattern = re.compile(re.escape(f".{basename}.") + r"(\d+)\.\w+\.tmp")
+    now = time.time()
+    for name in os.listdir(directory):
+        match = pattern.fullmatch(name)
+        if match is None:
+            continue
+        candidate = os.path.join(directory, name)
+        pid = int(match.group(1))
+        try:
+            old = now - os.path.getmtime(candidate) > STALE_SECONDS
+            if old or (pid != os.getpid() and not _process_alive(pid)):
+                os.unlink(candidate)
+        except FileNotFoundError:   # its own save just renamed or removed it
+            pass
+
+
+def _process_alive(pid):
+    if os.name != "posix":      # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # alive, another user's
+        return True
+    return True
 
 
 def save_state_dict(state_dict, path, meta=None):
-    """Save ``{name: array}`` to ``path`` (.npz, atomic) with a ``__meta__`` JSON entry."""
+    """Save ``{name: array}`` to ``path`` (.npz, atomic) with a ``__meta__`` JSON entry
+    (``meta``: a dict of JSON values)."""
     arrays = to_numpy_state_dict(state_dict)
     if _META_KEY in arrays:
         raise ValueError(f"state dict key {_META_KEY!r} is reserved for the checkpoint's metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
     info = {"format": "minimrcnn", "version": FORMAT_VERSION, **(meta or {})}
     arrays[_META_KEY] = np.array(json.dumps(info))
     _atomic_savez(path, arrays)
 
 
 def load_state_dict_file(path):
-    """(state_dict, meta) from an .npz written by :func:`save_state_dict` (no unpickling)."""
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        state_dict = OrderedDict((k, data[k]) for k in data.files if k != _META_KEY)
-        meta = json.loads(str(data[_META_KEY])) if _META_KEY in data.files else {}
+    """(state_dict, meta) from an .npz written by :func:`save_state_dict` (no unpickling).
+
+    Refused with the path in the message: a file that is not an .npz (a .npy array, a torch
+    .pth), an entry that is not real numbers (strings, complex), a ``__meta__`` that is not a
+    JSON object."""
+    path = os.fspath(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError as e:     # a pickle (a .pth, an object array) or not a NumPy file at all
+        raise ValueError(f"{path}: not a minimrcnn .npz checkpoint ({e})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not an .npz checkpoint (it holds one array of shape "
+                         f"{getattr(data, 'shape', '?')}: a .npy file?); save weights with "
+                         f"minimrcnn.weights.save_weights")
+    with data:
+        state_dict = OrderedDict((k, _read_entry(data, k, path)) for k in data.files if k != _META_KEY)
+        meta = _read_meta(data[_META_KEY], path) if _META_KEY in data.files else {}
     return state_dict, meta
+
+
+def _read_entry(data, key, path):
+    try:
+        value = data[key]
+    except ValueError as e:      # an object array: it would need unpickling
+        raise ValueError(f"{path}: entry {key!r}: {e}") from None
+    if not isinstance(value, np.ndarray):   # a zip member that is no .npy: a torch .pth, say
+        raise ValueError(f"{path}: entry {key!r} is not a NumPy array (a torch .pth? convert it with "
+                         f"python -m minimrcnn convert)")
+    try:
+        return _check_real(value, key)
+    except TypeError as e:
+        raise TypeError(f"{path}: {e}") from None
+
+
+def _read_meta(entry, path):
+    if entry.dtype.kind != "U" or entry.ndim != 0:
+        raise ValueError(f"{path}: {_META_KEY} must be a JSON string, got an array of dtype "
+                         f"{entry.dtype} and shape {entry.shape}")
+    try:
+        meta = json.loads(str(entry))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: {_META_KEY} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: {_META_KEY} must be a JSON object, got {type(meta).__name__} "
+                         f"{str(entry)[:80]}")
+    return meta
 
 
 def save_weights(model, path, meta=None):

@@ -416,6 +416,77 @@ def test_checkpoint_round_trip_is_atomic_and_unpickled(two_models, tmp_path, mon
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["model.npz"]
 
 
+def test_checkpoint_files_that_are_not_ours_get_clear_errors(two_models, tmp_path):
+    import json
+    a, _ = two_models
+    np.save(tmp_path / "weights.npy", np.zeros(3))
+    with pytest.raises(ValueError, match=r"weights.npy: not an .npz checkpoint .*shape \(3,\): a .npy file"):
+        W.load_weights(a, tmp_path / "weights.npy")
+    (tmp_path / "notes.npz").write_text("hello")
+    with pytest.raises(ValueError, match="notes.npz: not a minimrcnn .npz checkpoint"):
+        W.load_state_dict_file(tmp_path / "notes.npz")
+    for bad, dtype in ((np.array(["1.5", "2"]), "<U3"), (np.array([1 + 2j]), "complex128")):
+        np.savez(tmp_path / "bad.npz", w=bad, __meta__=np.array("{}"))
+        with pytest.raises(TypeError, match=rf"bad.npz: state dict entry 'w' has dtype {dtype}: weights must "
+                                            rf"be real numbers"):
+            W.load_state_dict_file(tmp_path / "bad.npz")
+        with pytest.raises(TypeError, match=rf"entry 'w' has dtype {dtype}"):
+            W.save_state_dict({"w": bad}, tmp_path / "out.npz")
+    key = "backbone.body.conv1.weight"
+    complex_weight = a.state_dict()[key].astype(np.complex64)
+    with pytest.raises(RuntimeError, match=rf"dtype of {key}: checkpoint complex64 cannot be loaded into float32"):
+        a.load_state_dict({**a.state_dict(), key: complex_weight})
+    for meta, message in ((np.array(json.dumps([1, 2])), "must be a JSON object, got list"),
+                          (np.array("{not json"), "is not valid JSON"),
+                          (np.arange(3), "must be a JSON string, got an array of dtype int64")):
+        np.savez(tmp_path / "meta.npz", w=np.zeros(2, np.float32), __meta__=meta)
+        with pytest.raises(ValueError, match=rf"meta.npz: __meta__ {message}"):
+            W.load_state_dict_file(tmp_path / "meta.npz")
+
+
+def test_a_killed_save_leaves_no_temporary_behind_the_next_save(tmp_path):
+    """A save killed half-way (os._exit: no except, no finally) leaves its temporary; the next save
+    to the same file removes it, and one of a live process only once it is an hour old."""
+    import subprocess
+    import sys
+    import textwrap
+    target = tmp_path / "model.npz"
+    code = textwrap.dedent(f"""
+        import os, numpy as np
+        from minimrcnn import weights
+        def killed(f, **arrays):
+            f.write(b"half a file"); f.flush(); os._exit(9)
+        np.savez = killed
+        weights.save_state_dict({{"w": np.zeros(3, np.float32)}}, {str(target)!r})
+    """)
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 9
+    orphans = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert len(orphans) == 1 and not target.exists()
+    alive = tmp_path / f".model.npz.{os.getppid()}.abc123.tmp"      # a save in progress elsewhere
+    alive.write_bytes(b"")
+    W.save_state_dict({"w": np.ones(3, np.float32)}, target)
+    assert sorted(os.listdir(tmp_path)) == sorted(["model.npz", alive.name])
+    os.utime(alive, (0, 0))                                          # an hour old and more: stale
+    W.save_state_dict({"w": np.ones(3, np.float32)}, target)
+    assert os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_saved_files_follow_the_umask_and_the_rename_is_flushed(tmp_path, monkeypatch):
+    import stat
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode)
+                                                              else "fsync file"), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b)))
+    old = os.umask(0o027)
+    try:
+        W.save_state_dict({"w": np.zeros(3, np.float32)}, tmp_path / "a.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.npz").st_mode) == 0o640       # mkstemp alone: 0600
+    assert calls == ["fsync file", "replace", "fsync dir"]
+
+
 def test_bad_images_and_labels_are_refused_with_the_value():
     model = build_model(get_config("classroom_fpn"))
     model.eval()

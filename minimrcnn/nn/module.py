@@ -383,7 +383,8 @@ class Module:
         """Copy arrays from ``state_dict`` into the parameters and buffers, in place (dtype and
         device of the model are kept).
 
-        Every shape must match (an error lists each mismatch with both shapes). With
+        Every shape must match (an error lists each mismatch with both shapes), and every entry
+        must hold real numbers (a string or complex array is refused, never cast). With
         ``strict=True`` the key sets must also match exactly (an error lists the missing and
         unexpected keys); with ``strict=False`` the unmatched keys are returned as
         ``IncompatibleKeys(missing_keys, unexpected_keys)``.
@@ -407,6 +408,9 @@ class Module:
             if tuple(src.shape) != tuple(dst.shape):
                 mismatched.append(f"shape mismatch for {key}: checkpoint {tuple(src.shape)} "
                                   f"vs model {tuple(dst.shape)}")
+            if src.dtype.kind not in "biuf":        # never cast strings or complex numbers
+                mismatched.append(f"dtype of {key}: checkpoint {src.dtype} cannot be loaded into "
+                                  f"{dst.dtype} (real numbers only)")
             arrays[key] = src
 
         errors = list(mismatched)
