@@ -108,15 +108,23 @@ def _parse_overrides(items):
     return overrides
 
 
-def _config(args, dataset):
+def _overrides(args):
+    """The config overrides of --set and --iters, checked against the preset before any data is
+    made (a typo fails at once, not after the data generation)."""
     from .config import get_config
-    from .engine.pipeline import configure_for
 
     overrides = _parse_overrides(args.set)
     if args.iters is not None:
         if args.iters <= 0:
             raise UsageError(f"--iters must be a positive integer, got {args.iters}")
         overrides["max_iter"] = args.iters
+    get_config(args.config, **overrides)
+    return overrides
+
+
+def _config(args, dataset, overrides):
+    from .config import get_config
+    from .engine.pipeline import configure_for
     return configure_for(get_config(args.config), dataset, overrides)
 
 
@@ -135,7 +143,10 @@ def _check_device(device):
             raise UsageError(str(e)) from None
 
 
-def _train_and_report(cfg, train_set, val_set, args):
+def _run(cfg, train_set, val_set, args):
+    """Train and evaluate (engine.pipeline.run_training) with progress messages; returns
+    (model, result), or (None, None) when the run diverged, result["metrics"] None when it was
+    interrupted."""
     from .engine.pipeline import run_training
     from .engine.trainer import TrainingDiverged
 
@@ -148,19 +159,33 @@ def _train_and_report(cfg, train_set, val_set, args):
                                      checkpoint_every=args.checkpoint_every, device=args.device)
     except TrainingDiverged as e:
         print(f"python -m minimrcnn {args.command}: {e}", file=sys.stderr)
+        return None, None
+    summary = result["train"]
+    if summary["interrupted"]:
+        print(f"interrupted at iteration {summary['iterations']}: checkpoint saved in {args.out}/; "
+              f"continue with `python -m minimrcnn train ... --resume`", file=sys.stderr)
+        result["metrics"] = None
+    return model, result
+
+
+def _train_and_report(cfg, train_set, val_set, args):
+    model, result = _run(cfg, train_set, val_set, args)
+    if result is None:
         return 1
     summary = result["train"]
     if summary["interrupted"]:
-        print(f"interrupted at iteration {summary['iterations']}: checkpoint saved; continue with the same "
-              f"command and --resume", file=sys.stderr)
         return 130
     print(f"trained {summary['iterations_this_run']} iterations in {summary['seconds']:.0f} s "
           f"({summary['images_per_second']:.1f} images/s)")
-    metrics = result["metrics"]
-    if metrics is not None:
-        print(" ".join(f"{task} AP={metrics[task]['AP']:.3f}" for task in ("bbox", "segm", "keypoints")
-                       if task in metrics))
+    if result["metrics"] is not None:
+        print(_ap_line(result["metrics"]))
     return 0
+
+
+def _ap_line(metrics):
+    """``bbox AP=0.xxx segm AP=0.xxx`` (COCOeval's stats[0] of each task evaluated)."""
+    return " ".join(f"{task} AP={metrics[task]['AP']:.3f}" for task in ("bbox", "segm", "keypoints")
+                    if task in metrics)
 
 
 def cmd_train(args):
@@ -168,8 +193,9 @@ def cmd_train(args):
     persons) or on a COCO json of your own, then evaluate it on the validation set. OUT holds
     metrics.jsonl (one line per iteration), checkpoint.npz, model_final.npz, results/*.json,
     metrics.json, val.json, curves.png and predictions.png. Ctrl-C saves a checkpoint."""
+    overrides = _overrides(args)
     train_set, val_set = _datasets(args)
-    return _train_and_report(_config(args, train_set), train_set, val_set, args)
+    return _train_and_report(_config(args, train_set, overrides), train_set, val_set, args)
 
 
 def cmd_demo(args):
@@ -178,17 +204,20 @@ def cmd_demo(args):
     scratch, evaluate it on the val split and write OUT (default ./minimrcnn-demo/): val.json,
     results/, metrics.json, metrics.jsonl, predictions.png, curves.png. The last line printed is
     `bbox AP=... segm AP=...` (COCO AP at IoU .50:.95 on the val images)."""
-    args.data, args.images, args.config, args.set = "shapes", None, "classroom_fpn", args.set
-    args.resume, args.checkpoint_every = False, 0
+    from .engine.pipeline import load_datasets
+
     started = time.perf_counter()
-    rc = cmd_train(args)
-    if rc == 0:
-        print(f"demo finished in {time.perf_counter() - started:.0f} s; pictures in {args.out}/")
-        import json
-        with open(os.path.join(args.out, "metrics.json")) as f:
-            metrics = json.load(f)
-        print(f"bbox AP={metrics['bbox']['AP']:.3f} segm AP={metrics['segm']['AP']:.3f}")
-    return rc
+    args.config, args.resume, args.checkpoint_every = "classroom_fpn", False, 0
+    overrides = _overrides(args)
+    train_set, val_set = load_datasets("shapes", num_images=args.num_images)
+    cfg = _config(args, train_set, overrides)
+    model, result = _run(cfg, train_set, val_set, args)
+    if result is None or result["metrics"] is None:
+        return 1 if result is None else 130
+    print(f"demo finished in {time.perf_counter() - started:.0f} s "
+          f"({result['train']['images_per_second']:.1f} training images/s); pictures in {args.out}/")
+    print(_ap_line({task: result["metrics"][task] for task in ("bbox", "segm")}))
+    return 0
 
 
 def cmd_eval(args):

@@ -332,7 +332,8 @@ def test_inspect_model_writes_every_stage(tmp_path):
     from minimrcnn.engine.inspect import STAGES, inspect_model, run_stages
     from minimrcnn.models import build_model
 
-    model = build_model(get_config("classroom_fpn", num_classes=4))
+    # resized 64 -> 256 (the sizes below follow from min_size / max_size)
+    model = build_model(get_config("classroom_fpn", num_classes=4, min_size=256, max_size=320))
     image = np.full((3, 64, 64), 0.4, np.float32)
     image[0, 10:30, 10:30] = 0.9
     assert model.training
