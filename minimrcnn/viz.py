@@ -25,11 +25,11 @@ selected.
 import numbers
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 from .backend import as_numpy
+from .files import atomic_write
 
 __all__ = ["DPI", "instance_color",
            "draw_instances", "show_gt_and_predictions", "show_gallery", "draw_anchors",
@@ -703,12 +703,6 @@ def plot_curves(metrics_jsonl_path_or_records, val_records=None, ax=None, smooth
 
 # ---- saving ----------------------------------------------------------------------------------
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_figure(fig, path, dpi=DPI):
     """Write ``fig`` (a Figure, or an Axes of it) to ``path`` and close it.
 
@@ -725,23 +719,9 @@ def save_figure(fig, path, dpi=DPI):
     if fmt not in supported:
         raise ValueError(f"path {path!r}: the extension must be one of {sorted(supported)}")
     plt = _pyplot()
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-        try:
-            os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes 0600; a picture is for everyone
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_write(path) as f:
+            fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

@@ -23,13 +23,12 @@ a temporary name in the destination directory, flushed to disk, then renamed ove
 import json
 import os
 import re
-import tempfile
-import time
 from collections import OrderedDict
 
 import numpy as np
 
 from .backend import as_numpy
+from .files import atomic_write
 
 __all__ = ["KEY_RENAMES", "upgrade_torchvision_keys", "to_numpy_state_dict", "save_state_dict",
            "load_state_dict_file", "save_weights", "load_weights", "convert_torchvision_checkpoint"]
@@ -96,84 +95,11 @@ def upgrade_torchvision_keys(state_dict):
 
 # ---- atomic .npz files ---------------------------------------------------------------------
 def _atomic_savez(path, arrays):
-    """Write ``arrays`` ({name: ndarray}) to ``path`` as an uncompressed .npz, atomically.
-
-    The file is written to ``.<name>.<pid>.<random>.tmp`` beside the target, flushed to disk,
-    given the mode a new file gets under the umask (mkstemp makes it 0600), and renamed over
-    the target; the directory is then flushed too, so that the rename survives a crash. A
-    temporary left by a save that was killed half-way is removed by the next save to the
-    same target.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    _remove_stale_temporaries(directory, os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _umask():
-    mask = os.umask(0)          # the only portable way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-def _fsync_directory(directory):
-    if os.name != "posix":      # Windows cannot open a directory; NTFS journals the rename
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-STALE_SECONDS = 3600
-
-
-def _remove_stale_temporaries(directory, basename):
-    """Remove ``.<basename>.<pid>.*.tmp`` files of earlier saves that can no longer finish: their
-    process is gone (POSIX), or they are older than an hour."""
-    pattern = re.compile(re.escape(f".{basename}.") + r"(\d+)\.\w+\.tmp")
-    now = time.time()
-    for name in os.listdir(directory):
-        match = pattern.fullmatch(name)
-        if match is None:
-            continue
-        candidate = os.path.join(directory, name)
-        pid = int(match.group(1))
-        try:
-            old = now - os.path.getmtime(candidate) > STALE_SECONDS
-            if old or (pid != os.getpid() and not _process_alive(pid)):
-                os.unlink(candidate)
-        except FileNotFoundError:   # its own save just renamed or removed it
-            pass
-
-
-def _process_alive(pid):
-    if os.name != "posix":      # os.kill(pid, 0) would terminate the process on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:     # alive, another user's
-        return True
-    return True
+    """Write ``arrays`` ({name: ndarray}) to ``path`` as an uncompressed .npz, atomically
+    (:func:`minimrcnn.files.atomic_write`: temporary, fsync, umask mode, rename, directory fsync;
+    stale temporaries of killed saves are removed)."""
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def save_state_dict(state_dict, path, meta=None):

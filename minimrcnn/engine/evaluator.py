@@ -38,13 +38,14 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 
 import numpy as np
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
+
+from ..files import atomic_write
 
 __all__ = ["evaluate", "predictions_to_coco", "coco_evaluate", "write_json_atomic", "format_per_class",
            "IOU_TYPES", "STAT_NAMES"]
@@ -79,25 +80,12 @@ def _metric(value):
 
 
 def write_json_atomic(path, obj):
-    """Write ``obj`` as JSON to ``path`` atomically: a temporary file in the same folder, then
-    ``os.replace``, so a reader (or a crash) sees the old file or the new one, never half of one.
-    NaN and infinities are refused (``allow_nan=False``): they are not JSON."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`minimrcnn.files.atomic_write`), so a
+    reader (or a crash) sees the old file or the new one, never half of one. NaN and infinities
+    are refused (``allow_nan=False``): they are not JSON."""
+    text = json.dumps(obj, allow_nan=False)
+    with atomic_write(path) as f:
+        f.write(text.encode())
 
 
 # ---- predictions -> COCO results --------------------------------------------------------------

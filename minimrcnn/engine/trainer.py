@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from .. import optim
+from ..files import atomic_write
 from ..nn import init
 from ..weights import load_state_dict_file, save_state_dict
 
@@ -338,12 +339,8 @@ class Trainer:
         self._write_metrics(kept)
 
     def _write_metrics(self, records):
-        text = "".join(json.dumps(r) + "\n" for r in records).encode()
-        path = self.metrics_path
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        with atomic_write(self.metrics_path) as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records).encode())
 
     def _progress_bar(self, start):
         if not self.progress:
