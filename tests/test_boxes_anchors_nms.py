@@ -47,6 +47,15 @@ def test_box_iou_empty_and_tensor_input():
     np.testing.assert_allclose(ops.box_iou(mr.Tensor(b), mr.Tensor(b)), [[1.0]])
 
 
+def test_box_ioa_is_the_share_of_each_box_inside_each_region():
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 15, 15], [20, 20, 30, 30], [3, 3, 3, 8]], np.float32)
+    regions = np.array([[0, 0, 10, 10], [0, 0, 100, 100]], np.float32)
+    np.testing.assert_allclose(ops.box_ioa(boxes, regions), [[1.0, 1.0], [0.25, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    assert ops.box_ioa(boxes, np.zeros((0, 4), np.float32)).shape == (4, 0)
+    with pytest.raises(ValueError, match=r"regions\[0\].*not a valid box"):
+        ops.box_ioa(boxes, np.array([[5, 5, 1, 1]], np.float32))
+
+
 def test_clip_and_remove_small_boxes():
     boxes = np.array([[-5, -3, 50, 40], [10, 20, 120, 90], [3, 4, 3.5, 30]], np.float32)
     clipped = ops.clip_boxes_to_image(boxes, (60, 100))         # (height, width)

@@ -553,6 +553,32 @@ def test_float64_images_are_cast_to_the_models_dtype(small_model):
     assert all(v.dtype == np.float32 for v in losses.values())
 
 
+def test_a_training_step_with_crowd_boxes_and_other_keys(small_model):
+    """Targets may carry "crowd_boxes" (C may be 0; resized with the boxes) and other keys such as
+    "image_id", which pass through."""
+    small_model.train()
+    for crowd in (np.array([[0, 0, 60, 40], [80, 50, 128, 96]], np.float32), np.zeros((0, 4), np.float32)):
+        target = dict(_target(small_model.cfg), crowd_boxes=crowd, image_id=7, file_name="a.png")
+        losses = small_model([_image()], [target])
+        assert all(np.isfinite(v.item()) for v in losses.values())
+        assert set(target) >= {"crowd_boxes", "image_id"} and target["crowd_boxes"] is crowd   # not modified
+    t = dict(_target(small_model.cfg), crowd_boxes=np.array([[0, 0, 64, 48]], np.float32), image_id=7)
+    _, resized = small_model.transform([_image()], [t])
+    assert resized[0]["image_id"] == 7
+    np.testing.assert_allclose(resized[0]["crowd_boxes"], [[0, 0, 64 * 85 / 128, 48 * 64 / 96]])  # 96x128 -> 64x85
+
+
+@pytest.mark.parametrize("crowd, message", [
+    (np.zeros((2, 3), np.float32), r"crowd_boxes'\] must have shape \(C, 4\), got \(2, 3\)"),
+    (np.array([[0, 0, np.nan, 4]], np.float32), r"crowd_boxes'\]\[0\] = \[0.0, 0.0, nan, 4.0\]: crowd boxes must be finite"),
+    (np.array([[9, 0, 4, 4]], np.float32), r"crowd_boxes'\]\[0\].*x1 <= x2"),
+])
+def test_bad_crowd_boxes_are_refused(small_model, crowd, message):
+    small_model.train()
+    with pytest.raises(ValueError, match=message):
+        small_model([_image()], [dict(_target(small_model.cfg), crowd_boxes=crowd)])
+
+
 @pytest.mark.parametrize("images, message", [
     (np.zeros((H, W_), np.float32), r"array of shape \(96, 128\) \(a grayscale image"),
     ("image.png", r"not paths \(got 'image.png'\)"),

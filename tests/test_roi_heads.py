@@ -12,12 +12,15 @@ import minimrcnn as mr
 from minimrcnn import ops
 from minimrcnn.config import get_config
 from minimrcnn.modeling.box_head import FastRCNNPredictor, Res5Head, TwoMLPHead, fastrcnn_loss
+from minimrcnn.functional.resize import resize_bicubic
 from minimrcnn.modeling.keypoint_head import (KeypointRCNNHeads, KeypointRCNNPredictor, heatmaps_to_keypoints,
-                                              keypointrcnn_loss, keypoints_to_heatmap, resize_bicubic)
-from minimrcnn.modeling.mask_head import (MaskMLPHead, MaskMLPPredictor, MaskRCNNHeads, MaskRCNNPredictor,
-                                          maskrcnn_inference, maskrcnn_loss, paste_masks_in_image)
+                                              keypointrcnn_loss, keypoints_to_heatmap)
+from minimrcnn.modeling.mask_head import MaskMLPHead, MaskMLPPredictor, MaskRCNNHeads, MaskRCNNPredictor
+from minimrcnn.modeling.mask_loss import maskrcnn_inference, maskrcnn_loss
 from minimrcnn.modeling.poolers import LevelMapper, MultiScaleRoIPooler
-from minimrcnn.modeling.roi_heads import RoIHeads, build_roi_heads
+from minimrcnn.modeling.roi_heads import C4RoIHeads, RoIHeads
+from minimrcnn.models import build_res5_head, build_roi_heads
+from minimrcnn.ops import paste_masks_in_image
 
 IMAGE = (64, 80)                                   # (h, w)
 
@@ -113,7 +116,7 @@ def test_box_heads_shapes_and_names():
 
 def test_res5_head_shape():
     cfg = get_config("classroom_c4", classroom_widths=(8, 8, 8, 8), norm="frozen_bn")
-    head = Res5Head.from_config(cfg)
+    head = Res5Head(build_res5_head(cfg))
     x = mr.Tensor(np.random.default_rng(0).standard_normal((3, head.in_channels, 7, 7)).astype(np.float32))
     assert head.res5_features(x).shape == (3, head.out_channels, 7, 7)
     assert head(x).shape == (3, head.out_channels)
@@ -328,12 +331,32 @@ def test_training_losses_reach_every_parameter(overrides):
         assert p.grad is not None and np.abs(p.grad).max() > 0, name
 
 
+def test_proposals_inside_crowd_regions_are_not_negatives():
+    heads = build_roi_heads(_tiny_cfg(), 4)
+    gt, labels_gt = np.array([[4, 6, 40, 50]], np.float32), np.array([2])
+    proposals = np.array([[4, 6, 40, 50],            # the gt itself: positive, inside the crowd too
+                          [50, 4, 60, 14],           # inside the crowd box: not a negative
+                          [52, 40, 78, 62],          # 10% inside: still a negative
+                          [5, 55, 20, 62]],          # outside: a negative
+                         np.float32)
+    crowd = np.array([[0, 0, 70, 40]], np.float32)
+    matched, labels = heads.assign_targets_to_proposals([proposals], [gt], [labels_gt], [crowd])
+    np.testing.assert_array_equal(labels[0], [2, -1, 0, 0])
+    _, labels = heads.assign_targets_to_proposals([proposals], [gt], [labels_gt])
+    np.testing.assert_array_equal(labels[0], [2, 0, 0, 0])
+    # a background image with a crowd region
+    _, labels = heads.assign_targets_to_proposals([proposals], [np.zeros((0, 4), np.float32)],
+                                                  [np.zeros((0,), np.int64)], [crowd])
+    np.testing.assert_array_equal(labels[0], [-1, -1, 0, 0])
+
+
 def test_c4_mask_branch_shares_res5():
     rng = np.random.default_rng(0)
     cfg = get_config("classroom_c4", classroom_widths=(8, 8, 8, 8), norm="frozen_bn", num_classes=3,
                      mask_head_layers=(4,), box_batch_size_per_image=8)
     heads = build_roi_heads(cfg, 32)
-    assert heads.mask_shares_box_head and heads.mask_head is None and heads.mask_roi_pool is None
+    assert isinstance(heads, C4RoIHeads) and heads.mask_head is None and heads.mask_roi_pool is None
+    assert heads.has_mask()
     feats = OrderedDict([("0", mr.Tensor(rng.standard_normal((2, 32, 4, 5)).astype(np.float32)))])
     heads.train()
     _, losses = heads(feats, _proposals(rng, 6), [IMAGE, IMAGE], _targets(rng, False))

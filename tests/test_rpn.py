@@ -265,6 +265,33 @@ def test_assign_targets_labels_and_background_images():
     assert (labels[1] == 0).all() and (matched[1] == 0).all()       # no boxes: all background
 
 
+def test_anchors_inside_crowd_regions_are_not_negatives():
+    """Detectron's crowd filter: a would-be negative anchor more than 70% inside a crowd box is
+    ignored (-1); outside it stays negative; a positive inside it stays positive; crowd boxes
+    are never matched as gt."""
+    rpn = _rpn()
+    images, feats = _inputs()
+    anchors = rpn._anchors(images, list(feats.values()), [16 * 24 * 3, 8 * 12 * 3])
+    gt = np.array([[20, 10, 52, 42]], np.float32)
+    crowd = np.array([[0, 0, 40, 64], [60, 0, 60, 64]], np.float32)    # the second has no area
+    plain, _ = rpn.assign_targets_to_anchors([anchors], [{"boxes": gt}])
+    labels, matched = rpn.assign_targets_to_anchors([anchors], [{"boxes": gt, "crowd_boxes": crowd}])
+    ioa = ops.box_ioa(anchors, crowd).max(axis=1)
+    inside = ioa > 0.7
+    assert (inside & (plain[0] == 0)).any() and (~inside & (plain[0] == 0)).any()
+    assert (labels[0][inside & (plain[0] == 0)] == -1).all()
+    np.testing.assert_array_equal(labels[0][~inside], plain[0][~inside])
+    assert (inside & (plain[0] == 1)).any() and (labels[0][plain[0] == 1] == 1).all()
+    np.testing.assert_array_equal(matched[0][labels[0] == 1], np.repeat(gt, (labels[0] == 1).sum(), 0))
+    # an image with only crowd regions: negatives, except inside the crowd
+    labels, _ = rpn.assign_targets_to_anchors([anchors], [{"boxes": np.zeros((0, 4), np.float32),
+                                                           "crowd_boxes": crowd}])
+    np.testing.assert_array_equal(labels[0], np.where(inside, -1.0, 0.0))
+    # no crowd box, or none given: unchanged
+    labels, _ = rpn.assign_targets_to_anchors([anchors], [{"boxes": gt, "crowd_boxes": np.zeros((0, 4))}])
+    np.testing.assert_array_equal(labels[0], plain[0])
+
+
 def test_training_losses_and_bad_targets():
     rpn = _rpn().train()
     _spread_weights(rpn, std=0.1)

@@ -151,13 +151,7 @@ def _update(result, num, ana, atol, rtol, where):
 
 
 def _backward_many(outputs, grads):
-    """Backward from several outputs at once: d/dx of sum_k <g_k, y_k>."""
-    if len(outputs) == 1:
-        outputs[0].backward(grads[0])
-        return
-    from ..functional.reduction import sum as _sum
-    total = None
-    for o, g in zip(outputs, grads):
-        term = _sum(o * Tensor(g))
-        total = term if total is None else total + term
-    total.backward()
+    """d/dx of sum_k <g_k, y_k>: one backward per output, the leaves' .grad adding them up (the
+    graph is kept until the last)."""
+    for k, (o, g) in enumerate(zip(outputs, grads)):
+        o.backward(g, retain_graph=k < len(outputs) - 1)

@@ -162,23 +162,6 @@ class Tensor:
     def zero_grad(self):
         self.grad = None
 
-    def to(self, device):
-        """A tensor on ``device`` ('cpu' or 'cuda'); differentiable (the gradient moves back)."""
-        if device_of(self.data) == str(device).split(":")[0]:
-            return self
-        from ..functional.shape import to_device as _to
-        return _to(self, device)
-
-    def cpu(self):
-        return self.to("cpu")
-
-    def cuda(self):
-        return self.to("cuda")
-
-    def astype(self, dtype):
-        from ..functional.elementwise import cast
-        return cast(self, dtype)
-
     # ---- backward ----------------------------------------------------------------------
     def backward(self, grad=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
@@ -251,7 +234,9 @@ class Tensor:
         g = g.astype(self.dtype, copy=False)
         self.grad = g.copy() if self.grad is None else self.grad + g
 
-    # ---- operators (defined in functional; bound at import time there) ------------------
+    # ---- operators and methods that are ops (+ - * / @, .sum(), .to(), .astype(), ...):
+    # defined in minimrcnn.functional and bound onto Tensor there (functional/_tensor_methods.py),
+    # so that this file needs nothing from the layer above it
     def __hash__(self):
         return id(self)
 

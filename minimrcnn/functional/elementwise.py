@@ -192,13 +192,29 @@ class ReLU(Function):
         return gy * (self.y > 0)
 
 
+def sigmoid_array(x):
+    """$\\sigma(x) = 1 / (1 + e^{-x})$ on a raw array, in its dtype (the one definition: F.sigmoid,
+    the RPN's objectness, the mask probabilities). Overflow-safe: where $e^{-x}$ overflows to
+    $\\infty$ the result is exactly 0, without a warning. The same form as torch.sigmoid, so
+    that scores agree with torchvision's to the ulp."""
+    xp = get_array_module(x)
+    one = x.dtype.type(1)
+    with np.errstate(over="ignore"):
+        return one / (one + xp.exp(-x))
+
+
+def softmax_array(x, axis=-1):
+    """$e^{x_i - m} / \\sum_j e^{x_j - m}$ along ``axis`` on a raw array ($m$ the maximum, so
+    that no exponential overflows): F.softmax, the class scores, the softmax mask probabilities."""
+    xp = get_array_module(x)
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 class Sigmoid(Function):
-    """$y = 1 / (1 + e^{-x})$, evaluated as $e^{x} / (1 + e^{x})$ for $x < 0$ so that neither
-    branch overflows and tiny outputs keep their relative precision; $y' = y(1-y)$."""
+    """$y = 1 / (1 + e^{-x})$ (:func:`sigmoid_array`); $y' = y(1-y)$."""
     def forward(self, x):
-        xp = get_array_module(x)
-        e = xp.exp(-xp.abs(x))                     # in (0, 1]
-        self.y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        self.y = sigmoid_array(x)
         return self.y
 
     def backward(self, gy):
@@ -222,9 +238,7 @@ class Softmax(Function):
         self.dim = dim
 
     def forward(self, x):
-        xp = get_array_module(x)
-        e = xp.exp(x - x.max(axis=self.dim, keepdims=True))
-        self.y = e / e.sum(axis=self.dim, keepdims=True)
+        self.y = softmax_array(x, axis=self.dim)
         return self.y
 
     def backward(self, gy):

@@ -25,13 +25,16 @@ when a scale factor is given):
 
 As in torch, an axis whose size does not change is copied, and nearest with exactly twice the
 size repeats every pixel (``i0 = o // 2``), whatever the scale factor.
+
+:func:`resize_bicubic` (torch's bicubic, on raw arrays, without a gradient) serves the keypoint
+head's decoding: $Y = A_h X A_w^T$ with Keys' cubic weights in the per-axis matrices.
 """
 import math
 
 import numpy as np
 
 from ..autograd.registry import register_case
-from ..autograd.tensor import Function
+from ..autograd.tensor import Function, as_array
 from ..backend import get_array_module
 from ..checks import INT32_MAX, int_pair
 
@@ -204,6 +207,67 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
     if recompute_scale_factor:
         scales = (None, None)
     return Interpolate(out_size, scales, mode, bool(align_corners))(x)
+
+
+# ---------------------------------------------------------------------------------------
+# bicubic resize on raw arrays (no gradient: the keypoint head's decoding)
+# ---------------------------------------------------------------------------------------
+def _fma(a, b, c):
+    """$a b + c$ rounded once to float32 (a fused multiply-add): torch's CPU kernels are built
+    with FMA contraction, so its bicubic weights are computed this way. (a, b are float32, so
+    their product is exact in float64.)"""
+    return (np.float64(a) * np.float64(b) + np.float64(c)).astype(np.float32)
+
+
+def _cubic_convolution1(x, A):
+    """Keys' kernel for $|x| \\le 1$: $((A + 2) x - (A + 3)) x^2 + 1$."""
+    u = _fma(A + np.float32(2), x, -(A + np.float32(3)))
+    return _fma((u * x).astype(np.float32), x, np.float32(1))
+
+
+def _cubic_convolution2(x, A):
+    """Keys' kernel for $1 < |x| < 2$: $((A x - 5A) x + 8A) x - 4A$."""
+    u = _fma(A, x, -np.float32(5) * A)
+    u = _fma(u, x, np.float32(8) * A)
+    return _fma(u, x, -np.float32(4) * A)
+
+
+def _bicubic_matrix(n_in, n_out, A=-0.75):
+    """(n_out, n_in) float64 matrix of torch's bicubic resize along one axis (align_corners=False).
+
+    Output o reads source position $s = r (o + 1/2) - 1/2$ ($r = n_{in}/n_{out}$, float32 as
+    torch), with Keys' cubic weights (a = A = -0.75) at the four inputs
+    $\\lfloor s \\rfloor - 1 .. \\lfloor s \\rfloor + 2$, indices clamped to the border (torch's
+    ``upsample_get_value_bounded``). With $t = s - \\lfloor s \\rfloor$ the weights are
+    $k(t + 1), k(t), k(1 - t), k(2 - t)$.
+    """
+    A = np.float32(A)
+    one = np.float32(1)
+    scale = np.float32(n_in) / np.float32(n_out)
+    real = _fma(scale, np.arange(n_out, dtype=np.float32) + np.float32(0.5), np.float32(-0.5))
+    idx = np.floor(real).astype(np.int64)
+    t = real - idx.astype(np.float32)
+    coeffs = [_cubic_convolution2(t + one, A), _cubic_convolution1(t, A),
+              _cubic_convolution1(one - t, A), _cubic_convolution2((one - t) + one, A)]
+    m = np.zeros((n_out, n_in), dtype=np.float64)
+    rows = np.arange(n_out)
+    for j, c in enumerate(coeffs):
+        np.add.at(m, (rows, np.clip(idx - 1 + j, 0, n_in - 1)), c.astype(np.float64))
+    return m
+
+
+def resize_bicubic(x, size):
+    """Bicubic resize of the last two axes of ``x`` (..., H, W) to ``size`` = (Ho, Wo), as torch's
+    ``interpolate(mode="bicubic", align_corners=False)``: $Y = A_h X A_w^T$ with the per-axis
+    weight matrices of :func:`_bicubic_matrix`. NumPy or CuPy; not differentiable; keeps the dtype.
+    """
+    x = as_array(x)
+    Ho, Wo = int_pair(size, "size", "resize_bicubic", minimum=1)
+    xp = get_array_module(x)
+    a_h = xp.asarray(_bicubic_matrix(x.shape[-2], Ho))
+    a_w = xp.asarray(_bicubic_matrix(x.shape[-1], Wo))
+    y = a_h @ x.astype(np.float64) @ a_w.T
+    return y.astype(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """The backbone: the convolutional network run once over the whole image (Section 3).
 
-The paper names a backbone *network-depth-features*; ``cfg.features`` picks the features:
+The paper names a backbone *network-depth-features*; ``cfg.features`` picks the features
+(``minimrcnn.models.build_backbone`` builds the one a config asks for):
 
 - ``"fpn"`` (ResNet-50-FPN, Figure 4 right): the ResNet body returns C2..C5 and a Feature
   Pyramid Network turns them into P2..P6, named "0", "1", "2", "3", "pool" (torchvision), at
   strides 4, 8, 16, 32, 64, each with ``cfg.fpn_channels`` channels.
 - ``"c4"`` (ResNet-50-C4, Figure 4 left): the body stops after res4 (``layer3``) and returns
-  {"0": C4} at stride 16; res5 becomes the box head (:func:`build_res5_head`).
+  {"0": C4} at stride 16; res5 becomes the box head (``minimrcnn.models.build_res5_head``).
 - ``"c5"``: the whole body, {"0": C5} at stride 32 (Table 2d's third row).
 
 Every backbone module has ``body`` (the ResNet), ``out_channels`` (channels of every returned
@@ -19,15 +20,8 @@ from collections import OrderedDict
 
 from .. import nn
 from .fpn import FeaturePyramidNetwork, LastLevelMaxPool
-from .resnet import RESNET_BLOCKS, ResNet, freeze_layers, get_norm_layer, init_weights, make_stage
 
-__all__ = ["build_backbone", "build_res5_head", "build_resnet_body", "BackboneWithFPN",
-           "BackboneWithoutFPN"]
-
-
-def _check_images(x, name):
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"{name}: expected images of shape (N, 3, H, W), got {tuple(x.shape)}")
+__all__ = ["BackboneWithFPN", "BackboneWithoutFPN"]
 
 
 class BackboneWithFPN(nn.Module):
@@ -80,59 +74,14 @@ class BackboneWithoutFPN(nn.Module):
         return self.body(x)
 
 
-def _resnet_args(cfg):
-    """(blocks per stage, bottleneck widths, stem width) of ``cfg``'s ResNet."""
-    if cfg.backbone == "classroom":
-        return tuple(cfg.classroom_blocks), tuple(cfg.classroom_widths), cfg.classroom_widths[0]
-    if cfg.backbone == "resnet":
-        return RESNET_BLOCKS[cfg.depth], (64, 128, 256, 512), 64
-    raise ValueError(f"config key 'backbone' must be 'resnet' or 'classroom', got {cfg.backbone!r}")
+def _check_images(x, name):
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"{name}: expected images of shape (N, 3, H, W), got {tuple(x.shape)}")
 
 
-def build_resnet_body(cfg, num_stages=4, return_layers=None):
-    """The ResNet (or ResNeXt, or classroom ResNet) of ``cfg`` with its first ``num_stages``
-    stages, frozen as ``cfg.trainable_layers`` says."""
-    blocks, widths, stem = _resnet_args(cfg)
-    body = ResNet(blocks[:num_stages], planes=widths, stem_channels=stem, groups=cfg.groups,
-                  width_per_group=cfg.width_per_group, stride_in_1x1=cfg.stride_in_1x1,
-                  norm_layer=get_norm_layer(cfg.norm, cfg.frozen_bn_eps), return_layers=return_layers)
-    return freeze_layers(body, cfg.trainable_layers)
-
-
-def build_backbone(cfg):
-    """The backbone module for ``cfg`` (see the module docstring for the three kinds)."""
-    if cfg.features == "fpn":
-        return_layers = {f"layer{i + 1}": str(i) for i in range(4)}
-        body = build_resnet_body(cfg, 4, return_layers)
-        return BackboneWithFPN(body, list(body.stage_channels.values()), cfg.fpn_channels,
-                               extra_blocks=LastLevelMaxPool())
-    if cfg.features == "c4":
-        return BackboneWithoutFPN(build_resnet_body(cfg, 3, {"layer3": "0"}))
-    if cfg.features == "c5":
-        return BackboneWithoutFPN(build_resnet_body(cfg, 4, {"layer4": "0"}))
-    raise ValueError(f"config key 'features' must be 'fpn', 'c4' or 'c5', got {cfg.features!r}")
-
-
-def build_res5_head(cfg, stride=1):
-    """res5 (``layer4``) as the C4 model's box head trunk, Figure 4 (left).
-
-    The paper alters res5 "so that the first conv operates on a 7x7 RoI with stride 1 (instead
-    of 14x14 / stride 2)": the first block and its projection shortcut get ``stride`` (1), so
-    pooled RoI features (K, C4 channels, 7, 7) -> (K, 4 * res5 width, 7, 7), e.g.
-    (K, 1024, 7, 7) -> (K, 2048, 7, 7) for R-50. The box head then averages over the 7x7.
-
-    A Sequential of Bottlenecks with the names of torchvision's ``layer4`` ("0.conv1.weight",
-    "0.downsample.0.weight", ...), so ImageNet layer4 weights load into it; ``out_channels``
-    and ``in_channels`` are attributes. It trains unless ``cfg.trainable_layers == 0`` (which
-    freezes layer4 first).
-    """
-    blocks, widths, _ = _resnet_args(cfg)
-    in_channels = widths[2] * 4
-    head = make_stage(in_channels, widths[3], blocks[3], stride, groups=cfg.groups,
-                      base_width=cfg.width_per_group, norm_layer=get_norm_layer(cfg.norm, cfg.frozen_bn_eps),
-                      stride_in_1x1=cfg.stride_in_1x1)
-    init_weights(head)
-    head.in_channels, head.out_channels = in_channels, widths[3] * 4
-    if cfg.trainable_layers == 0:
-        head.requires_grad_(False)
-    return head
+def __getattr__(name):
+    # the builders moved to minimrcnn.models (every config -> module builder on one page)
+    if name in ("build_backbone", "build_res5_head", "build_resnet_body"):
+        from .. import models
+        return getattr(models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -56,13 +56,13 @@ class Res5Head(nn.Module):
     """The C4 box head of Figure 4 (left): res5 on each RoI, then global average pooling.
 
     res5: the ResNet's fifth stage as built by
-    :func:`minimrcnn.modeling.backbone.build_res5_head` (first block at stride 1, so a 7x7 RoI
+    :func:`minimrcnn.models.build_res5_head` (first block at stride 1, so a 7x7 RoI
     stays 7x7; ``in_channels`` / ``out_channels`` attributes, e.g. 1024 -> 2048 for R-50).
     Its parameters are ``res5.0.conv1.weight``, ... (torchvision's ``layer4.*`` names after the
     ``res5.`` prefix, so ImageNet layer4 weights load by renaming ``layer4.`` -> ``res5.``).
 
     ``forward(x)``: (K, C4, 7, 7) -> (K, C5), i.e. ``pool(res5_features(x))``. The mask branch
-    of the C4 model reuses :meth:`res5_features` (see :class:`~minimrcnn.modeling.roi_heads.RoIHeads`).
+    of the C4 model reuses :meth:`res5_features` (see :class:`~minimrcnn.modeling.roi_heads.C4RoIHeads`).
     """
 
     def __init__(self, res5):
@@ -70,11 +70,6 @@ class Res5Head(nn.Module):
         self.res5 = res5
         self.in_channels = getattr(res5, "in_channels", None)
         self.out_channels = res5.out_channels
-
-    @classmethod
-    def from_config(cls, cfg):
-        from .backbone import build_res5_head
-        return cls(build_res5_head(cfg))
 
     def res5_features(self, x):
         """(K, C4, 7, 7) -> (K, C5, 7, 7): the res5 stage on every RoI."""

@@ -19,9 +19,9 @@ Inference (:func:`heatmaps_to_keypoints`, torchvision's decoding): each heatmap 
 *bicubic* interpolation to the box's size in pixels (ceil of width and height), the arg-max cell
 $(x_{int}, y_{int})$ is taken and mapped back to image coordinates with Heckbert's
 "continuous = discrete + 0.5"; its (unnormalised logit) value is the keypoint's score. The
-bicubic resize is :func:`resize_bicubic`, a NumPy/CuPy copy of torch's
-``interpolate(mode="bicubic", align_corners=False)`` (a = -0.75), since the decode needs no
-gradient and the differentiable ``F.interpolate`` has no bicubic mode.
+bicubic resize is :func:`minimrcnn.functional.resize.resize_bicubic`, torch's
+``interpolate(mode="bicubic", align_corners=False)`` (a = -0.75) on raw arrays, since the
+decode needs no gradient.
 """
 import numpy as np
 
@@ -29,9 +29,10 @@ from .. import functional as F
 from .. import nn
 from ..autograd.tensor import as_array
 from ..backend import get_array_module
+from ..functional.resize import resize_bicubic
 
 __all__ = ["KeypointRCNNHeads", "KeypointRCNNPredictor", "keypoints_to_heatmap", "keypointrcnn_loss",
-           "resize_bicubic", "heatmaps_to_keypoints", "keypointrcnn_inference"]
+           "heatmaps_to_keypoints", "keypointrcnn_inference"]
 
 
 class KeypointRCNNHeads(nn.Sequential):
@@ -152,64 +153,6 @@ def keypointrcnn_loss(keypoint_logits, proposals, gt_keypoints, keypoint_matched
 
 
 # ---- decoding -------------------------------------------------------------------------------------
-
-def _fma(a, b, c):
-    """$a b + c$ rounded once to float32 (a fused multiply-add): torch's CPU kernels are built
-    with FMA contraction, so its bicubic weights are computed this way. (a, b are float32, so
-    their product is exact in float64.)"""
-    return (np.float64(a) * np.float64(b) + np.float64(c)).astype(np.float32)
-
-
-def _cubic_convolution1(x, A):
-    """Keys' kernel for $|x| \\le 1$: $((A + 2) x - (A + 3)) x^2 + 1$."""
-    u = _fma(A + np.float32(2), x, -(A + np.float32(3)))
-    return _fma((u * x).astype(np.float32), x, np.float32(1))
-
-
-def _cubic_convolution2(x, A):
-    """Keys' kernel for $1 < |x| < 2$: $((A x - 5A) x + 8A) x - 4A$."""
-    u = _fma(A, x, -np.float32(5) * A)
-    u = _fma(u, x, np.float32(8) * A)
-    return _fma(u, x, -np.float32(4) * A)
-
-
-def _bicubic_matrix(n_in, n_out, A=-0.75):
-    """(n_out, n_in) float64 matrix of torch's bicubic resize along one axis (align_corners=False).
-
-    Output o reads source position $s = r (o + 1/2) - 1/2$ ($r = n_{in}/n_{out}$, float32 as
-    torch), with Keys' cubic weights (a = A = -0.75) at the four inputs
-    $\\lfloor s \\rfloor - 1 .. \\lfloor s \\rfloor + 2$, indices clamped to the border (torch's
-    ``upsample_get_value_bounded``). With $t = s - \\lfloor s \\rfloor$ the weights are
-    $k(t + 1), k(t), k(1 - t), k(2 - t)$.
-    """
-    A = np.float32(A)
-    one = np.float32(1)
-    scale = np.float32(n_in) / np.float32(n_out)
-    real = _fma(scale, np.arange(n_out, dtype=np.float32) + np.float32(0.5), np.float32(-0.5))
-    idx = np.floor(real).astype(np.int64)
-    t = real - idx.astype(np.float32)
-    coeffs = [_cubic_convolution2(t + one, A), _cubic_convolution1(t, A),
-              _cubic_convolution1(one - t, A), _cubic_convolution2((one - t) + one, A)]
-    m = np.zeros((n_out, n_in), dtype=np.float64)
-    rows = np.arange(n_out)
-    for j, c in enumerate(coeffs):
-        np.add.at(m, (rows, np.clip(idx - 1 + j, 0, n_in - 1)), c.astype(np.float64))
-    return m
-
-
-def resize_bicubic(x, size):
-    """Bicubic resize of the last two axes of ``x`` (..., H, W) to ``size`` = (Ho, Wo), as torch's
-    ``interpolate(mode="bicubic", align_corners=False)``: $Y = A_h X A_w^T$ with the per-axis
-    weight matrices of :func:`_bicubic_matrix`. NumPy or CuPy; not differentiable; keeps the dtype.
-    """
-    x = as_array(x)
-    xp = get_array_module(x)
-    Ho, Wo = int(size[0]), int(size[1])
-    a_h = xp.asarray(_bicubic_matrix(x.shape[-2], Ho))
-    a_w = xp.asarray(_bicubic_matrix(x.shape[-1], Wo))
-    y = a_h @ x.astype(np.float64) @ a_w.T
-    return y.astype(x.dtype)
-
 
 def heatmaps_to_keypoints(maps, rois):
     """Keypoint locations and scores from heatmaps (torchvision's ``heatmaps_to_keypoints``).

@@ -27,39 +27,8 @@ from .. import nn
 from ..autograd import Tensor, no_grad
 from ..autograd.tensor import as_array
 from ..backend import as_numpy, device_of, is_cupy_array, to_device
-from ..ops import AnchorGenerator
-from .rpn import RegionProposalNetwork, RPNHead
-from .transform import GeneralizedRCNNTransform
 
-__all__ = ["MaskRCNN", "build_transform", "build_rpn"]
-
-
-def build_transform(cfg):
-    """The input transform of ``cfg``: min/max size, ImageNet mean/std, padding to 32."""
-    return GeneralizedRCNNTransform(cfg.min_size, cfg.max_size, cfg.image_mean, cfg.image_std,
-                                    size_divisible=cfg.size_divisible)
-
-
-def build_rpn(cfg, in_channels):
-    """The RPN of ``cfg`` on features with ``in_channels`` channels: anchors of
-    ``cfg.anchor_sizes`` (one tuple per level) x ``cfg.aspect_ratios`` (every level), a
-    3x3 conv head, torchvision's thresholds and top-n values."""
-    ratios = tuple(cfg.aspect_ratios)
-    if not isinstance(ratios[0], (tuple, list)):
-        ratios = (ratios,) * len(cfg.anchor_sizes)
-    anchor_generator = AnchorGenerator(tuple(tuple(s) for s in cfg.anchor_sizes), ratios)
-    num_anchors = anchor_generator.num_anchors_per_location()
-    if len(set(num_anchors)) != 1:
-        raise ValueError(f"config keys 'anchor_sizes' / 'aspect_ratios': the RPN head is shared by "
-                         f"all levels, so every level needs the same number of anchors, got {num_anchors}")
-    head = RPNHead(in_channels, num_anchors[0])
-    return RegionProposalNetwork(
-        anchor_generator, head,
-        fg_iou_thresh=cfg.rpn_fg_iou_thresh, bg_iou_thresh=cfg.rpn_bg_iou_thresh,
-        batch_size_per_image=cfg.rpn_batch_size_per_image, positive_fraction=cfg.rpn_positive_fraction,
-        pre_nms_top_n=dict(training=cfg.rpn_pre_nms_top_n_train, testing=cfg.rpn_pre_nms_top_n_test),
-        post_nms_top_n=dict(training=cfg.rpn_post_nms_top_n_train, testing=cfg.rpn_post_nms_top_n_test),
-        nms_thresh=cfg.rpn_nms_thresh, score_thresh=cfg.rpn_score_thresh)
+__all__ = ["MaskRCNN"]
 
 
 class MaskRCNN(nn.Module):
@@ -71,10 +40,14 @@ class MaskRCNN(nn.Module):
     Use :func:`minimrcnn.models.build_model` to build one from a config.
 
     ``forward(images, targets=None)``:
-      - images: list of N float (3, H_i, W_i) RGB arrays or Tensors in [0, 1];
+      - images: list of N float (3, H_i, W_i) RGB arrays or Tensors in [0, 1] (another float
+        dtype, e.g. the float64 of ``np.random.rand`` or ``/ 255.0``, is cast to the model's);
       - targets (training): N dicts with "boxes" (M_i, 4) xyxy in input-image pixels,
-        "labels" (M_i,) int64 in 1..num_classes-1, "masks" (M_i, H_i, W_i) uint8 (mask head),
-        "keypoints" (M_i, K, 3) [x, y, visibility] (keypoint head);
+        "labels" (M_i,) int64 in 1..num_classes-1, "masks" (M_i, H_i, W_i) binary {0, 1}
+        (bool, integer or float; mask head), "keypoints" (M_i, K, 3) [x, y, visibility]
+        (keypoint head), optionally "crowd_boxes" (C_i, 4): crowd regions, neither positives
+        nor negatives; other keys ("image_id", ...) pass through. All are checked before any
+        work (:func:`_check_targets`);
       - training: returns the loss dict (scalar Tensors; sum them and call ``backward``);
       - eval: returns N dicts in input-image coordinates: "boxes" (D, 4), "labels" (D,),
         "scores" (D,), "masks" (D, 1, H_i, W_i) probabilities, "keypoints" (D, K, 3).
@@ -320,3 +293,11 @@ def _check_resized_boxes(targets):
             raise ValueError(f"All bounding boxes should have positive height and width. Found "
                              f"invalid box {boxes[j].tolist()} (after the resize) for target at "
                              f"index {i}, box {j}")
+
+
+def __getattr__(name):
+    # the builders moved to minimrcnn.models (every config -> module builder on one page)
+    if name in ("build_transform", "build_rpn"):
+        from .. import models
+        return getattr(models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,7 @@ proposals. Two steps label them (Faster R-CNN, Sec. 3.1.2; Mask R-CNN, Sec. 3.1)
    a fixed fraction of positives (RPN: 256 anchors, half positive; RoI heads: 512 RoIs, 1:3).
 
 Both follow ``torchvision.models.detection._utils`` exactly and work on NumPy or CuPy arrays.
+:func:`ignore_crowd_negatives` keeps crowd regions out of both stages' negatives (Detectron).
 """
 import numbers
 
@@ -16,8 +17,12 @@ import numpy as np
 
 from ..autograd.tensor import as_array
 from ..backend import get_array_module
+from ..ops import box_ioa
 
-__all__ = ["Matcher", "BalancedPositiveNegativeSampler"]
+__all__ = ["Matcher", "BalancedPositiveNegativeSampler", "ignore_crowd_negatives", "CROWD_FILTER_THRESH"]
+
+# Detectron's TRAIN.CROWD_FILTER_THRESH: a candidate more than 70% inside a crowd region is ignored
+CROWD_FILTER_THRESH = 0.7
 
 
 class Matcher:
@@ -166,3 +171,21 @@ class BalancedPositiveNegativeSampler:
             pos_idx.append(pos_mask)
             neg_idx.append(neg_mask)
         return pos_idx, neg_idx
+
+
+def ignore_crowd_negatives(labels, candidates, crowd_boxes, threshold=CROWD_FILTER_THRESH):
+    """In place: candidates labelled background (0) that lie inside a crowd region become ignored (-1).
+
+    A crowd region (COCO's ``iscrowd``: a crowd of people, a pile of bananas) is neither an object
+    to find nor background: teaching "no object here" there would punish right answers. So a
+    would-be negative whose intersection with a crowd box covers more than ``threshold`` of its
+    own area (:func:`minimrcnn.ops.box_ioa`) is left out of the sample; positives stay positive.
+
+    labels: (T,) labels of the candidates (-1, 0, >= 1; float in the RPN, int in the RoI heads);
+    candidates: (T, 4) anchors or proposals; crowd_boxes: (C, 4) or None (C may be 0). Returns labels.
+    """
+    if crowd_boxes is None or crowd_boxes.shape[0] == 0 or candidates.shape[0] == 0:
+        return labels
+    inside = box_ioa(candidates, crowd_boxes).max(axis=1) > threshold            # (T,)
+    labels[inside & (labels == 0)] = -1
+    return labels

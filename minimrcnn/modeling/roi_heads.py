@@ -23,9 +23,13 @@ sampled *positive* proposals only ("the mask loss is defined only on positive Ro
 then runs on these detections only ("applied to the highest scoring 100 detection boxes") and
 keeps the mask of the predicted class; the keypoint branch likewise.
 
-**C4 (Figure 4 left).** The box head is res5 + average pooling (:class:`Res5Head`) and the mask
-branch has no head of its own: ``mask_shares_box_head=True`` makes the mask predictor (deconv to
-14x14, 1x1 conv) read the box head's res5 output (R, 2048, 7, 7) before the pooling, as
+**Crowd regions.** Targets may carry "crowd_boxes" (COCO's ``iscrowd`` regions): never
+positives, never negatives. A proposal that would be background and lies mostly inside one
+(intersection over its own area above 0.7, Detectron's CROWD_FILTER_THRESH) is ignored (-1).
+
+**C4 (Figure 4 left)**, :class:`C4RoIHeads`. The box head is res5 + average pooling
+(:class:`Res5Head`) and the mask branch has no head of its own: the mask predictor (deconv to
+14x14, 1x1 conv) reads the box head's res5 output (R, 2048, 7, 7) before the pooling, as
 Detectron's ``mask_rcnn_fcn_head_v0upshare``: in training the res5 features of the positive
 sampled RoIs are reused (res5 runs once per RoI); at inference res5 is run again, with the same
 weights, on the RoIAlign features of the final detections.
@@ -40,22 +44,15 @@ from .. import nn
 from ..autograd import Tensor, no_grad
 from ..autograd.tensor import as_array
 from ..backend import get_array_module
+from ..checks import positive_int
+from ..functional.elementwise import softmax_array
 from ..ops import BoxCoder, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
-from .box_head import FastRCNNPredictor, Res5Head, TwoMLPHead, fastrcnn_loss
-from .keypoint_head import KeypointRCNNHeads, KeypointRCNNPredictor, keypointrcnn_inference, keypointrcnn_loss
-from .mask_head import (MASK_LOSSES, MaskMLPHead, MaskMLPPredictor, MaskRCNNHeads, MaskRCNNPredictor,
-                        maskrcnn_inference, maskrcnn_loss)
-from .matcher import BalancedPositiveNegativeSampler, Matcher
-from .poolers import MultiScaleRoIPooler
+from .box_head import Res5Head, fastrcnn_loss
+from .keypoint_head import keypointrcnn_inference, keypointrcnn_loss
+from .mask_loss import MASK_LOSSES, maskrcnn_inference, maskrcnn_loss
+from .matcher import BalancedPositiveNegativeSampler, Matcher, ignore_crowd_negatives
 
-__all__ = ["RoIHeads", "build_roi_heads"]
-
-
-def _softmax(x):
-    """Softmax over the last axis of a raw array: $e^{x - \\max x} / \\sum e^{x - \\max x}$."""
-    xp = get_array_module(x)
-    e = xp.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+__all__ = ["RoIHeads", "C4RoIHeads"]
 
 
 class RoIHeads(nn.Module):
@@ -63,16 +60,14 @@ class RoIHeads(nn.Module):
 
     Args (torchvision's, plus the paper's ablation switches):
         box_roi_pool, box_head, box_predictor: :class:`MultiScaleRoIPooler` (7x7),
-            :class:`TwoMLPHead` or :class:`Res5Head`, :class:`FastRCNNPredictor`.
+            :class:`TwoMLPHead`, :class:`FastRCNNPredictor`.
         fg_iou_thresh, bg_iou_thresh: 0.5, 0.5. batch_size_per_image, positive_fraction: 512, 0.25.
         bbox_reg_weights: (10, 10, 5, 5) (None means that too).
         score_thresh, nms_thresh, detections_per_img: 0.05, 0.5, 100.
-        mask_roi_pool, mask_head, mask_predictor: the mask branch (None: no masks). With
-            ``mask_shares_box_head`` (C4) only ``mask_predictor`` is given.
+        mask_roi_pool, mask_head, mask_predictor: the mask branch (None: no masks).
         keypoint_roi_pool, keypoint_head, keypoint_predictor: the keypoint branch (None: none).
         mask_loss: "sigmoid" (per-class binary, the paper) | "softmax" (multinomial, Table 2b).
         mask_class_agnostic: the mask predictor has one channel for all classes.
-        mask_shares_box_head: the mask predictor reads the box head's res5 features (C4).
 
     The sampler draws from ``self.fg_bg_sampler.generator`` (None: ``nn.init``'s global one).
     """
@@ -82,8 +77,9 @@ class RoIHeads(nn.Module):
                  score_thresh, nms_thresh, detections_per_img,
                  mask_roi_pool=None, mask_head=None, mask_predictor=None,
                  keypoint_roi_pool=None, keypoint_head=None, keypoint_predictor=None,
-                 mask_loss="sigmoid", mask_class_agnostic=False, mask_shares_box_head=False):
+                 mask_loss="sigmoid", mask_class_agnostic=False):
         super().__init__()
+        _check_heads_args(score_thresh, nms_thresh, mask_loss, mask_class_agnostic)
         self.box_similarity = box_iou
         self.proposal_matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
         self.fg_bg_sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
@@ -95,15 +91,9 @@ class RoIHeads(nn.Module):
         self.box_head = box_head
         self.box_predictor = box_predictor
 
-        for name, v in (("score_thresh", score_thresh), ("nms_thresh", nms_thresh)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 <= v <= 1.0:
-                raise ValueError(f"RoIHeads: {name} must be a number in [0, 1], got {v!r}")
-        if isinstance(detections_per_img, bool) or not isinstance(detections_per_img, numbers.Integral) \
-                or detections_per_img < 1:
-            raise ValueError(f"RoIHeads: detections_per_img must be a positive int, got {detections_per_img!r}")
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
-        self.detections_per_img = int(detections_per_img)
+        self.detections_per_img = positive_int(detections_per_img, "detections_per_img", "RoIHeads")
 
         self.mask_roi_pool = mask_roi_pool
         self.mask_head = mask_head
@@ -113,24 +103,11 @@ class RoIHeads(nn.Module):
         self.keypoint_head = keypoint_head
         self.keypoint_predictor = keypoint_predictor
 
-        if mask_loss not in MASK_LOSSES:
-            raise ValueError(f"RoIHeads: mask_loss must be one of {MASK_LOSSES}, got {mask_loss!r}")
-        if mask_loss == "softmax" and mask_class_agnostic:
-            raise ValueError("RoIHeads: mask_loss='softmax' needs class-specific masks "
-                             "(mask_class_agnostic=False)")
         self.mask_loss = mask_loss
         self.mask_class_agnostic = bool(mask_class_agnostic)
-        self.mask_shares_box_head = bool(mask_shares_box_head)
-        if self.mask_shares_box_head and not isinstance(box_head, Res5Head):
-            raise ValueError(f"RoIHeads: mask_shares_box_head=True needs a Res5Head box head (C4), got "
-                             f"{type(box_head).__name__}")
 
     def has_mask(self):
-        if self.mask_predictor is None:
-            return False
-        if self.mask_shares_box_head:
-            return True
-        return self.mask_roi_pool is not None and self.mask_head is not None
+        return self.mask_roi_pool is not None and self.mask_head is not None and self.mask_predictor is not None
 
     def has_keypoint(self):
         return (self.keypoint_roi_pool is not None and self.keypoint_head is not None
@@ -138,37 +115,25 @@ class RoIHeads(nn.Module):
 
     # ---- training targets ------------------------------------------------------------------
     def check_targets(self, targets, num_images):
-        if targets is None:
-            raise ValueError("targets should not be None in training mode (call .eval() for detections)")
-        if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
-            n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
-            raise ValueError(f"targets must be a list of {num_images} dicts (one per image), got {n}")
-        needed = ["boxes", "labels"] + (["masks"] if self.has_mask() else []) \
-            + (["keypoints"] if self.has_keypoint() else [])
-        for i, t in enumerate(targets):
-            for key in needed:
-                if not hasattr(t, "keys") or key not in t:
-                    raise ValueError(f"targets[{i}] must have a {key!r} entry (keys needed: {needed})")
-            boxes, labels = as_array(t["boxes"]), as_array(t["labels"])
-            if boxes.dtype.kind != "f":
-                raise TypeError(f"targets[{i}]['boxes'] must be floating, got dtype {boxes.dtype}")
-            if labels.dtype.kind not in "iu":
-                raise TypeError(f"targets[{i}]['labels'] must be integer class indices, got dtype "
-                                f"{labels.dtype}")
-            if boxes.reshape(-1, 4).shape[0] != labels.shape[0]:
-                raise ValueError(f"targets[{i}] has {boxes.reshape(-1, 4).shape[0]} boxes but "
-                                 f"{labels.shape[0]} labels")
+        """One dict per image with the entries the branches train on (see :func:`_check_targets`)."""
+        needed = ["boxes", "labels"] + ["masks"] * self.has_mask() + ["keypoints"] * self.has_keypoint()
+        _check_targets(targets, num_images, needed)
 
     def add_gt_proposals(self, proposals, gt_boxes):
         """Append each image's gt boxes to its proposals (so every gt has a positive RoI)."""
         xp = get_array_module(*proposals)
         return [xp.concatenate([p, g], axis=0) for p, g in zip(proposals, gt_boxes)]
 
-    def assign_targets_to_proposals(self, proposals, gt_boxes, gt_labels):
+    def assign_targets_to_proposals(self, proposals, gt_boxes, gt_labels, crowd_boxes=None):
         """For every proposal: the index of its matched gt (0 when unmatched) and its label
-        (the gt class if IoU >= fg_iou_thresh, 0 below bg_iou_thresh, -1 in between)."""
+        (the gt class if IoU >= fg_iou_thresh, 0 below bg_iou_thresh, -1 in between; -1 too for a
+        would-be negative inside one of the image's ``crowd_boxes`` (C_i, 4), see
+        :func:`~minimrcnn.modeling.matcher.ignore_crowd_negatives`)."""
+        if crowd_boxes is None:
+            crowd_boxes = [None] * len(proposals)
         matched_idxs, labels = [], []
-        for proposals_in_image, gt_boxes_in_image, gt_labels_in_image in zip(proposals, gt_boxes, gt_labels):
+        for proposals_in_image, gt_boxes_in_image, gt_labels_in_image, crowd_in_image in zip(
+                proposals, gt_boxes, gt_labels, crowd_boxes):
             xp = get_array_module(proposals_in_image)
             if gt_boxes_in_image.shape[0] == 0:
                 # background image
@@ -181,6 +146,7 @@ class RoIHeads(nn.Module):
                 labels_in_image = gt_labels_in_image[clamped_matched_idxs_in_image].astype(np.int64)
                 labels_in_image[matched_idxs_in_image == self.proposal_matcher.BELOW_LOW_THRESHOLD] = 0
                 labels_in_image[matched_idxs_in_image == self.proposal_matcher.BETWEEN_THRESHOLDS] = -1
+            ignore_crowd_negatives(labels_in_image, proposals_in_image, crowd_in_image)
             matched_idxs.append(clamped_matched_idxs_in_image)
             labels.append(labels_in_image)
         return matched_idxs, labels
@@ -201,9 +167,11 @@ class RoIHeads(nn.Module):
         xp = get_array_module(proposals[0])
         gt_boxes = [xp.asarray(as_array(t["boxes"])).astype(dtype, copy=False).reshape(-1, 4) for t in targets]
         gt_labels = [xp.asarray(as_array(t["labels"])).astype(np.int64, copy=False) for t in targets]
+        crowd_boxes = [xp.asarray(as_array(t["crowd_boxes"])).astype(dtype, copy=False).reshape(-1, 4)
+                       if "crowd_boxes" in t else None for t in targets]
 
-        proposals = self.add_gt_proposals(proposals, gt_boxes)
-        matched_idxs, labels = self.assign_targets_to_proposals(proposals, gt_boxes, gt_labels)
+        proposals = self.add_gt_proposals(proposals, gt_boxes)           # crowd boxes never are gt
+        matched_idxs, labels = self.assign_targets_to_proposals(proposals, gt_boxes, gt_labels, crowd_boxes)
         sampled_inds = self.subsample(labels)
         regression_targets = []
         for img_id in range(len(proposals)):
@@ -236,7 +204,7 @@ class RoIHeads(nn.Module):
         concat_boxes = xp.concatenate(proposals, axis=0) if proposals else xp.zeros((0, 4), class_logits.dtype)
         pred_boxes = self.box_coder.decode(box_regression, concat_boxes)           # (R, 4K)
         pred_boxes = pred_boxes.reshape(pred_boxes.shape[0], num_classes, 4)       # (R, K, 4)
-        pred_scores = _softmax(class_logits)                                       # (R, K)
+        pred_scores = softmax_array(class_logits)                                     # (R, K)
 
         cuts = np.cumsum(boxes_per_image)[:-1].tolist()
         all_boxes, all_scores, all_labels = [], [], []
@@ -269,25 +237,18 @@ class RoIHeads(nn.Module):
         return all_boxes, all_scores, all_labels
 
     # ---- forward ---------------------------------------------------------------------------
-    def _box_features(self, features, proposals, image_shapes):
-        """(box head representation, res5 features or None) of the proposals."""
+    def box_features(self, features, proposals, image_shapes):
+        """The box head's representation of the proposals, (R, D), and what the mask branch may
+        reuse of it (nothing here; res5 features in :class:`C4RoIHeads`)."""
         x = self.box_roi_pool(features, proposals, image_shapes)                  # (R, C, 7, 7)
-        if self.mask_shares_box_head:
-            res5 = self.box_head.res5_features(x)                                 # (R, C5, 7, 7)
-            return self.box_head.pool(res5), res5
         return self.box_head(x), None
 
-    def _mask_logits(self, features, mask_proposals, image_shapes, res5=None, rows=None):
-        """Mask logits of ``mask_proposals``. C4 (``mask_shares_box_head``): in training pass the
-        box head's res5 output and the ``rows`` of the positives in it; at inference res5 is run
-        again on the proposals (the detections)."""
-        if not self.mask_shares_box_head:
-            x = self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes))
-        elif res5 is not None:
-            x = res5[rows]                                                        # (P, C5, 7, 7)
-        else:
-            x = self.box_head.res5_features(self.box_roi_pool(features, mask_proposals, image_shapes))
-        return self.mask_predictor(x)
+    def mask_logits(self, features, proposals, image_shapes, shared=None, rows=None):
+        """Mask logits (P, classes, m, m) of ``proposals``: pool at 14x14, the mask head, the
+        predictor. (``shared`` / ``rows``: the box branch's features and the proposals' rows in
+        them, which :class:`C4RoIHeads` reuses; unused here.)"""
+        x = self.mask_roi_pool(features, proposals, image_shapes)                 # (P, C, 14, 14)
+        return self.mask_predictor(self.mask_head(x))
 
     def forward(self, features, proposals, image_shapes, targets=None):
         """features: dict name -> Tensor (N, C, H_l, W_l); proposals: N arrays (R_i, 4);
@@ -311,7 +272,7 @@ class RoIHeads(nn.Module):
 
     def _forward_train(self, features, proposals, image_shapes, targets):
         proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
-        box_features, res5 = self._box_features(features, proposals, image_shapes)
+        box_features, shared = self.box_features(features, proposals, image_shapes)
         class_logits, box_regression = self.box_predictor(box_features)
         loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
         losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
@@ -339,7 +300,7 @@ class RoIHeads(nn.Module):
             if num_pos == 0:
                 losses["loss_mask"] = zero()
             else:
-                mask_logits = self._mask_logits(features, pos_proposals, image_shapes, res5,
+                mask_logits = self.mask_logits(features, pos_proposals, image_shapes, shared,
                                                 xp.concatenate(pos_rows))
                 losses["loss_mask"] = maskrcnn_loss(
                     mask_logits, pos_proposals, [as_array(t["masks"]) for t in targets],
@@ -358,14 +319,14 @@ class RoIHeads(nn.Module):
         return losses
 
     def _forward_inference(self, features, proposals, image_shapes):
-        box_features, _ = self._box_features(features, proposals, image_shapes)
+        box_features, _ = self.box_features(features, proposals, image_shapes)
         class_logits, box_regression = self.box_predictor(box_features)
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals,
                                                             image_shapes)
         result = [{"boxes": b, "labels": l, "scores": s} for b, s, l in zip(boxes, scores, labels)]
 
         if self.has_mask():
-            mask_logits = self._mask_logits(features, boxes, image_shapes)
+            mask_logits = self.mask_logits(features, boxes, image_shapes)
             masks_probs = maskrcnn_inference(mask_logits, labels, loss=self.mask_loss,
                                              class_agnostic=self.mask_class_agnostic)
             for mask_prob, r in zip(masks_probs, result):
@@ -381,78 +342,80 @@ class RoIHeads(nn.Module):
         return result
 
 
-# ---- from a config ----------------------------------------------------------------------------------
+class C4RoIHeads(RoIHeads):
+    """The RoI heads of the C4 model (Figure 4 left): res5 is the box head, and the mask predictor
+    reads res5's 7x7 output instead of a mask head of its own.
 
-def build_roi_heads(cfg, backbone_out_channels, featmap_names=None):
-    """The :class:`RoIHeads` of config ``cfg`` on a backbone with ``backbone_out_channels``.
-
-    featmap_names: the maps the poolers read; default ["0", "1", "2", "3"] (P2..P5, not "pool")
-    for ``cfg.features == "fpn"`` and ["0"] for C4 / C5.
-
-    - box head: ``"2fc"`` -> TwoMLPHead(C * 7 * 7, box_head_dim); ``"res5"`` (C4) -> Res5Head on
-      ``build_res5_head(cfg)``.
-    - mask head (``mask_on``): ``"fcn"`` -> MaskRCNNHeads(C, mask_head_layers) +
-      MaskRCNNPredictor(layers[-1], layers[-1], classes) at 14 -> 28; with the res5 box head the
-      predictor instead reads res5 (2048 channels at 7x7, dim_reduced = mask_head_layers[-1], so
-      14x14 masks, Figure 4 left); ``"mlp"`` -> MaskMLPHead(C, 14, (box_head_dim,) * 2) +
-      MaskMLPPredictor(box_head_dim, classes, 28) (Table 2e: box_head_dim = 1024 in the paper's
-      presets). classes = num_classes, or 1 with ``mask_class_agnostic``.
-    - keypoint head (``keypoint_on``): KeypointRCNNHeads(C, keypoint_head_layers) +
-      KeypointRCNNPredictor(layers[-1], num_keypoints).
-    - poolers: ``cfg.pooler`` (Table 2c), ``pooler_sampling_ratio``, ``pooler_aligned``.
+    Args as :class:`RoIHeads`, with ``box_head`` a :class:`Res5Head` and, for masks, only
+    ``mask_predictor`` (a MaskRCNNPredictor on res5's channels: 7x7 -> 14x14 masks).
     """
-    from ..config import ConfigError
 
-    if featmap_names is None:
-        featmap_names = ["0", "1", "2", "3"] if cfg.features == "fpn" else ["0"]
-    C = backbone_out_channels
+    def __init__(self, box_roi_pool, box_head, box_predictor, *args, mask_predictor=None, **kwargs):
+        if not isinstance(box_head, Res5Head):
+            raise TypeError(f"C4RoIHeads: box_head must be a Res5Head (res5 + average pooling), got "
+                            f"{type(box_head).__name__}")
+        if kwargs.get("mask_roi_pool") is not None or kwargs.get("mask_head") is not None:
+            raise ValueError("C4RoIHeads: the mask predictor reads res5; give no mask_roi_pool or mask_head")
+        super().__init__(box_roi_pool, box_head, box_predictor, *args, mask_predictor=mask_predictor, **kwargs)
 
-    def pooler(resolution):
-        return MultiScaleRoIPooler(featmap_names, resolution, cfg.pooler_sampling_ratio, method=cfg.pooler,
-                                   aligned=cfg.pooler_aligned)
+    def has_mask(self):
+        return self.mask_predictor is not None
 
-    res = cfg.box_pooler_resolution
-    if cfg.box_head == "res5":
-        box_head = Res5Head.from_config(cfg)
-        if box_head.in_channels is not None and box_head.in_channels != C:
-            raise ConfigError(f"config key 'box_head': res5 expects {box_head.in_channels} input channels "
-                              f"but the backbone gives {C}")
-    else:
-        box_head = TwoMLPHead(C * res * res, cfg.box_head_dim)
-    box_predictor = FastRCNNPredictor(box_head.out_channels, cfg.num_classes)
+    def box_features(self, features, proposals, image_shapes):
+        """(pooled res5 (R, C5), res5 (R, C5, 7, 7)): the second is what the mask branch reads."""
+        res5 = self.box_head.res5_features(self.box_roi_pool(features, proposals, image_shapes))
+        return self.box_head.pool(res5), res5
 
-    mask_kw = {}
-    if cfg.mask_on:
-        mask_classes = 1 if cfg.mask_class_agnostic else cfg.num_classes
-        if cfg.box_head == "res5":
-            if cfg.mask_head != "fcn":
-                raise ConfigError(f"config key 'mask_head': {cfg.mask_head!r} is not available with the res5 "
-                                  f"box head (C4 shares res5 with the mask FCN, Figure 4 left); use 'fcn'")
-            dim_reduced = cfg.mask_head_layers[-1]
-            mask_kw = dict(mask_predictor=MaskRCNNPredictor(box_head.out_channels, dim_reduced, mask_classes),
-                           mask_shares_box_head=True)
-        elif cfg.mask_head == "fcn":
-            layers = tuple(cfg.mask_head_layers)
-            mask_kw = dict(mask_roi_pool=pooler(cfg.mask_pooler_resolution),
-                           mask_head=MaskRCNNHeads(C, layers, 1),
-                           mask_predictor=MaskRCNNPredictor(layers[-1], layers[-1], mask_classes))
-        else:
-            hidden = cfg.box_head_dim
-            mask_kw = dict(mask_roi_pool=pooler(cfg.mask_pooler_resolution),
-                           mask_head=MaskMLPHead(C, cfg.mask_pooler_resolution, (hidden, hidden)),
-                           mask_predictor=MaskMLPPredictor(hidden, mask_classes, 2 * cfg.mask_pooler_resolution))
+    def mask_logits(self, features, proposals, image_shapes, shared=None, rows=None):
+        """In training, ``shared[rows]``: the res5 features of the positive proposals, computed
+        once by the box branch; at inference (``shared`` None) res5 runs again, with the same
+        weights, on the detections."""
+        if shared is None:
+            shared = self.box_head.res5_features(self.box_roi_pool(features, proposals, image_shapes))
+            rows = slice(None)
+        return self.mask_predictor(shared[rows])                                  # (P, classes, 14, 14)
 
-    keypoint_kw = {}
-    if cfg.keypoint_on:
-        layers = tuple(cfg.keypoint_head_layers)
-        keypoint_kw = dict(keypoint_roi_pool=pooler(cfg.keypoint_pooler_resolution),
-                           keypoint_head=KeypointRCNNHeads(C, layers),
-                           keypoint_predictor=KeypointRCNNPredictor(layers[-1], cfg.num_keypoints))
 
-    return RoIHeads(pooler(res), box_head, box_predictor,
-                    cfg.box_fg_iou_thresh, cfg.box_bg_iou_thresh, cfg.box_batch_size_per_image,
-                    cfg.box_positive_fraction, tuple(cfg.box_reg_weights),
-                    cfg.box_score_thresh, cfg.box_nms_thresh, cfg.box_detections_per_img,
-                    mask_loss=cfg.mask_loss, mask_class_agnostic=cfg.mask_class_agnostic,
-                    **mask_kw, **keypoint_kw)
+# ---- the checks at the door ------------------------------------------------------------------------
 
+def _check_heads_args(score_thresh, nms_thresh, mask_loss, mask_class_agnostic):
+    for name, v in (("score_thresh", score_thresh), ("nms_thresh", nms_thresh)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 <= v <= 1.0:
+            raise ValueError(f"RoIHeads: {name} must be a number in [0, 1], got {v!r}")
+    if mask_loss not in MASK_LOSSES:
+        raise ValueError(f"RoIHeads: mask_loss must be one of {MASK_LOSSES}, got {mask_loss!r}")
+    if mask_loss == "softmax" and mask_class_agnostic:
+        raise ValueError("RoIHeads: mask_loss='softmax' needs class-specific masks "
+                         "(mask_class_agnostic=False)")
+
+
+def _check_targets(targets, num_images, needed):
+    if targets is None:
+        raise ValueError("targets should not be None in training mode (call .eval() for detections)")
+    if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
+        n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise ValueError(f"targets must be a list of {num_images} dicts (one per image), got {n}")
+    for i, t in enumerate(targets):
+        for key in needed:
+            if not hasattr(t, "keys") or key not in t:
+                raise ValueError(f"targets[{i}] must have a {key!r} entry (keys needed: {needed})")
+        boxes, labels = as_array(t["boxes"]), as_array(t["labels"])
+        if boxes.dtype.kind != "f":
+            raise TypeError(f"targets[{i}]['boxes'] must be floating, got dtype {boxes.dtype}")
+        if labels.dtype.kind not in "iu":
+            raise TypeError(f"targets[{i}]['labels'] must be integer class indices, got dtype "
+                            f"{labels.dtype}")
+        if boxes.reshape(-1, 4).shape[0] != labels.shape[0]:
+            raise ValueError(f"targets[{i}] has {boxes.reshape(-1, 4).shape[0]} boxes but "
+                             f"{labels.shape[0]} labels")
+        if "masks" in needed and as_array(t["masks"]).shape[0] != labels.shape[0]:
+            raise ValueError(f"targets[{i}] has {labels.shape[0]} boxes but "
+                             f"{as_array(t['masks']).shape[0]} masks (one per box)")
+
+
+def __getattr__(name):
+    # the builder moved to minimrcnn.models (every config -> module builder on one page)
+    if name == "build_roi_heads":
+        from .. import models
+        return models.build_roi_heads
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

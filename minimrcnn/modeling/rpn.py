@@ -36,10 +36,13 @@ import numpy as np
 from .. import functional as F
 from .. import nn
 from ..autograd import Tensor
+from ..autograd.tensor import as_array
 from ..backend import device_of, get_array_module
+from ..checks import positive_int
+from ..functional.elementwise import sigmoid_array
 from ..ops import BoxCoder, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from .image_list import ImageList
-from .matcher import BalancedPositiveNegativeSampler, Matcher
+from .matcher import BalancedPositiveNegativeSampler, Matcher, ignore_crowd_negatives
 
 __all__ = ["RPNHead", "RegionProposalNetwork", "permute_and_flatten", "concat_box_prediction_layers"]
 
@@ -63,8 +66,7 @@ class RPNHead(nn.Module):
     def __init__(self, in_channels, num_anchors, conv_depth=1):
         super().__init__()
         for name, v in (("in_channels", in_channels), ("num_anchors", num_anchors), ("conv_depth", conv_depth)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ValueError(f"RPNHead: {name} must be a positive int, got {v!r}")
+            positive_int(v, name, "RPNHead")
         self.conv = nn.Sequential(*[
             nn.Sequential(nn.Conv2d(in_channels, in_channels, kernel_size=3, stride=1, padding=1), nn.ReLU())
             for _ in range(conv_depth)])
@@ -120,25 +122,6 @@ def concat_box_prediction_layers(box_cls, box_regression):
     box_cls = F.flatten(F.concat(box_cls_flattened, dim=1), 0, -2)                  # (N*T, C)
     box_regression = F.reshape(F.concat(box_regression_flattened, dim=1), (-1, 4))  # (N*T, 4)
     return box_cls, box_regression
-
-
-def _sigmoid(x):
-    """$1 / (1 + e^{-x})$ on a raw array, in that form (as torch.sigmoid, so that the scores
-    agree with torchvision's to the ulp more often); $e^{-x} = \\infty$ gives 0, no warning."""
-    xp = get_array_module(x)
-    one = x.dtype.type(1)
-    with np.errstate(over="ignore"):
-        return one / (one + xp.exp(-x))
-
-
-def _check_top_n(value, name):
-    if not hasattr(value, "keys") or set(value.keys()) != {"training", "testing"}:
-        raise ValueError(f"RegionProposalNetwork: {name} must be a dict with keys 'training' and "
-                         f"'testing', got {value!r}")
-    for k, v in value.items():
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"RegionProposalNetwork: {name}[{k!r}] must be a positive int, got {v!r}")
-    return dict(value)
 
 
 class RegionProposalNetwork(nn.Module):
@@ -203,27 +186,16 @@ class RegionProposalNetwork(nn.Module):
         return get_array_module(features[0]).concatenate(per_level, axis=0)
 
     # ---- training targets ------------------------------------------------------------------
-    def _gt_boxes(self, targets_per_image, index, like):
-        """targets["boxes"] of image ``index`` as an (M, 4) array like ``like`` (dtype, device)."""
-        if not hasattr(targets_per_image, "keys") or "boxes" not in targets_per_image:
-            raise ValueError(f"targets[{index}] must be a dict with a 'boxes' entry, got {targets_per_image!r}")
-        boxes = targets_per_image["boxes"]
-        if isinstance(boxes, Tensor):
-            boxes = boxes.data
+    def _gt_boxes(self, targets_per_image, index, like, key="boxes"):
+        """targets[key] of image ``index`` as an (M, 4) array like ``like`` (dtype, device)."""
+        if not hasattr(targets_per_image, "keys") or key not in targets_per_image:
+            raise ValueError(f"targets[{index}] must be a dict with a {key!r} entry, got {targets_per_image!r}")
         xp = get_array_module(like)
-        boxes = xp.asarray(boxes)
+        boxes = xp.asarray(as_array(targets_per_image[key]))
         if boxes.size == 0:
             return xp.zeros((0, 4), dtype=like.dtype)
-        if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.dtype.kind not in "fiu":
-            raise ValueError(f"targets[{index}]['boxes'] must be an (M, 4) array of x1, y1, x2, y2, got "
-                             f"shape {tuple(boxes.shape)} and dtype {boxes.dtype}")
-        boxes = boxes.astype(like.dtype, copy=False)
-        bad = ~xp.isfinite(boxes).all(axis=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-        if bool(bad.any()):
-            i = int(xp.argmax(bad))
-            raise ValueError(f"targets[{index}]['boxes'][{i}] = {boxes[i].tolist()}: ground-truth boxes "
-                             f"must be finite with positive width and height")
-        return boxes
+        _check_gt_boxes(boxes, index, key)
+        return boxes.astype(like.dtype, copy=False)
 
     def assign_targets_to_anchors(self, anchors, targets):
         """Label every anchor of every image: 1 object, 0 background, -1 ignored.
@@ -231,7 +203,8 @@ class RegionProposalNetwork(nn.Module):
         anchors: N arrays (T, 4); targets: N dicts with "boxes" (M_i, 4).
         Returns (labels, matched_gt_boxes): N arrays (T,) and N arrays (T, 4), the gt box matched
         to each anchor (gt 0 for unmatched anchors, zeros for an image without boxes, whose
-        anchors are all background).
+        anchors are all background). A target's optional "crowd_boxes" (C, 4) are never matched;
+        a would-be negative anchor inside one is ignored (:func:`ignore_crowd_negatives`).
         """
         if not isinstance(targets, (list, tuple)) or len(targets) != len(anchors):
             n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
@@ -240,6 +213,9 @@ class RegionProposalNetwork(nn.Module):
         for index, (anchors_per_image, targets_per_image) in enumerate(zip(anchors, targets)):
             xp = get_array_module(anchors_per_image)
             gt_boxes = self._gt_boxes(targets_per_image, index, anchors_per_image)     # (M, 4)
+            crowd_boxes = None
+            if "crowd_boxes" in targets_per_image:                                      # (C, 4)
+                crowd_boxes = self._gt_boxes(targets_per_image, index, anchors_per_image, "crowd_boxes")
             if gt_boxes.shape[0] == 0:
                 # background image: every anchor is a negative
                 matched_gt_boxes_per_image = xp.zeros(anchors_per_image.shape, dtype=anchors_per_image.dtype)
@@ -253,6 +229,7 @@ class RegionProposalNetwork(nn.Module):
                 labels_per_image = (matched_idxs >= 0).astype(anchors_per_image.dtype)
                 labels_per_image[matched_idxs == self.proposal_matcher.BELOW_LOW_THRESHOLD] = 0.0
                 labels_per_image[matched_idxs == self.proposal_matcher.BETWEEN_THRESHOLDS] = -1.0
+            ignore_crowd_negatives(labels_per_image, anchors_per_image, crowd_boxes)
             labels.append(labels_per_image)
             matched_gt_boxes.append(matched_gt_boxes_per_image)
         return labels, matched_gt_boxes
@@ -303,7 +280,7 @@ class RegionProposalNetwork(nn.Module):
         proposals = self.box_coder.decode(deltas.reshape(-1, 4), anchors[top_n_idx].reshape(-1, 4))
         proposals = proposals.reshape(num_images, -1, 4)                              # (N, K, 4)
 
-        objectness_prob = _sigmoid(objectness)
+        objectness_prob = sigmoid_array(objectness)
 
         final_boxes, final_scores = [], []
         for boxes, scores, lvl, img_shape in zip(proposals, objectness_prob, levels, image_shapes):
@@ -401,3 +378,29 @@ class RegionProposalNetwork(nn.Module):
                 objectness, pred_bbox_deltas, labels, matched_gt_boxes, anchors_per_image)
             losses = {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_rpn_box_reg}
         return boxes, losses
+
+
+# ---- the checks at the door ---------------------------------------------------------------------
+
+def _check_top_n(value, name):
+    if not hasattr(value, "keys") or set(value.keys()) != {"training", "testing"}:
+        raise ValueError(f"RegionProposalNetwork: {name} must be a dict with keys 'training' and "
+                         f"'testing', got {value!r}")
+    for k, v in value.items():
+        positive_int(v, f"{name}[{k!r}]", "RegionProposalNetwork")
+    return dict(value)
+
+
+def _check_gt_boxes(boxes, index, key):
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.dtype.kind not in "fiu":
+        raise ValueError(f"targets[{index}][{key!r}] must be an (M, 4) array of x1, y1, x2, y2, got "
+                         f"shape {tuple(boxes.shape)} and dtype {boxes.dtype}")
+    xp = get_array_module(boxes)
+    if key == "crowd_boxes":      # a crowd region may be a line (zero area): it then covers nothing
+        bad = ~xp.isfinite(boxes).all(axis=1) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    else:
+        bad = ~xp.isfinite(boxes).all(axis=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if bool(bad.any()):
+        i = int(xp.argmax(bad))
+        raise ValueError(f"targets[{index}][{key!r}][{i}] = {boxes[i].tolist()}: boxes must be finite "
+                         f"with {'x1 <= x2 and y1 <= y2' if key == 'crowd_boxes' else 'positive width and height'}")

@@ -18,8 +18,9 @@ paper, Section 3.1: "images are resized such that their scale (shorter edge) is 
    batch, rounded up to a multiple of ``size_divisible`` (32, the coarsest FPN stride), into
    an :class:`ImageList` that remembers every (H', W').
 
-Training targets follow the image: boxes and keypoints are scaled by $(W'/W, H'/H)$ (float32
-ratios), instance masks are resized with nearest-neighbour interpolation.
+Training targets follow the image: boxes, crowd boxes and keypoints are scaled by
+$(W'/W, H'/H)$ (float32 ratios), instance masks are resized with nearest-neighbour
+interpolation; other entries ("image_id", ...) pass through as they are.
 :meth:`GeneralizedRCNNTransform.postprocess` maps the detections back to the input image:
 boxes and keypoints scaled by $(W/W', H/H')$, and the (K, 1, M, M) mask probabilities pasted
 into full-size (K, 1, H, W) masks by :func:`paste_masks_in_image`.
@@ -38,6 +39,7 @@ from ..autograd import Tensor, no_grad
 from ..autograd.tensor import as_array
 from ..backend import get_array_module
 from ..nn.init import get_generator
+from ..ops import paste_masks_in_image
 from .image_list import ImageList
 
 __all__ = ["GeneralizedRCNNTransform", "resize_boxes", "resize_keypoints", "resized_image_size"]
@@ -87,7 +89,8 @@ class GeneralizedRCNNTransform(nn.Module):
 
     ``forward(images, targets=None) -> (ImageList, targets)``: images a list of N float
     (3, H_i, W_i) arrays or Tensors; targets (optional) a list of N dicts with "boxes" (M, 4)
-    xyxy and optionally "masks" (M, H_i, W_i) and "keypoints" (M, P, 3); the returned targets
+    xyxy and optionally "masks" (M, H_i, W_i), "keypoints" (M, P, 3) and "crowd_boxes" (C, 4)
+    (other keys are kept as they are); the returned targets
     are new dicts (the caller's are not modified). The ImageList holds the (N, 3, Hp, Wp)
     float Tensor and the resized sizes (H'_i, W'_i).
 
@@ -151,8 +154,9 @@ class GeneralizedRCNNTransform(nn.Module):
                                   align_corners=False).data[0]
         if target is None:
             return image, target
-        if "boxes" in target:
-            target["boxes"] = resize_boxes(target["boxes"], (h, w), out_size)
+        for key in ("boxes", "crowd_boxes"):
+            if key in target:
+                target[key] = resize_boxes(target[key], (h, w), out_size)
         if "masks" in target:
             masks = as_array(target["masks"])
             xp = get_array_module(masks)
@@ -220,7 +224,6 @@ class GeneralizedRCNNTransform(nn.Module):
         """
         if self.training:
             return result
-        from .mask_head import paste_masks_in_image
         for i, (pred, im_s, o_im_s) in enumerate(zip(result, image_shapes, original_image_sizes)):
             boxes = resize_boxes(pred["boxes"], im_s, o_im_s)
             result[i]["boxes"] = boxes

@@ -26,7 +26,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from ..autograd.tensor import Tensor
+from ..autograd.tensor import Tensor, as_array
 from ..backend import as_numpy, device_of, get_array_module, to_device
 
 __all__ = ["Module", "Parameter", "IncompatibleKeys"]
@@ -51,13 +51,8 @@ IncompatibleKeys.__doc__ = "What ``load_state_dict(..., strict=False)`` did not 
 
 def _as_array(value, name):
     """The raw array of a Tensor/array/number given for buffer or checkpoint entry ``name``."""
-    if isinstance(value, Tensor):
-        return value.data
-    xp = get_array_module(value)
-    if isinstance(value, xp.ndarray):
-        return value
     try:
-        return np.asarray(value)
+        return as_array(value)
     except Exception as e:  # noqa: BLE001 - reported with the key's name
         raise TypeError(f"{name}: expected an array, got {type(value).__name__}") from e
 

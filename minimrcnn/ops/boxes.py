@@ -19,7 +19,7 @@ from ..autograd.tensor import as_array
 from ..backend import get_array_module
 from .checks import as_boxes, check_valid_boxes, first_index
 
-__all__ = ["box_area", "box_iou", "clip_boxes_to_image", "remove_small_boxes", "BoxCoder"]
+__all__ = ["box_area", "box_iou", "box_ioa", "clip_boxes_to_image", "remove_small_boxes", "BoxCoder"]
 
 
 def _as_float(boxes):
@@ -62,6 +62,27 @@ def box_iou(boxes1, boxes2):
     union = area1[:, None] + area2[None, :] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return inter / union
+
+
+def box_ioa(boxes, regions):
+    r"""Pairwise intersection over the area of the first box: $|b \cap r| / |b|$.
+
+    How much of box $b$ lies inside region $r$ (Detectron's ``bbox_overlaps`` against crowd
+    regions): 1 for a box wholly inside, 0 for one outside. boxes: (N, 4), regions: (M, 4), xyxy,
+    finite, x1 <= x2, y1 <= y2. Returns (N, M); a box of zero area gives 0.
+    """
+    boxes = as_boxes(boxes, "boxes")
+    regions = as_boxes(regions, "regions")
+    check_valid_boxes(boxes, "boxes")
+    check_valid_boxes(regions, "regions")
+    xp = get_array_module(boxes)
+    lt = xp.maximum(boxes[:, None, :2], regions[None, :, :2])    # (N, M, 2)
+    rb = xp.minimum(boxes[:, None, 2:], regions[None, :, 2:])
+    wh = xp.maximum(rb - lt, 0)
+    inter = wh[..., 0] * wh[..., 1]                              # (N, M)
+    area = box_area(boxes)[:, None]                              # (N, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return xp.where(area > 0, inter / area, 0)
 
 
 # ---- clipping, small boxes -----------------------------------------------------------------------
