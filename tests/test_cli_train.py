@@ -38,8 +38,10 @@ def test_demo_writes_everything_and_ends_with_the_ap_line(demo):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"bbox AP={metrics['bbox']['AP']:.3f} segm AP={metrics['segm']['AP']:.3f}" == last
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["iter"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "val" not in r] == [1, 2, 3, 4, 5, 6]
+    assert records[-1] == {"iter": 6, "val": {"bbox": {"AP": metrics["bbox"]["AP"]},
+                                              "segm": {"AP": metrics["segm"]["AP"]}}}
     # the data went to the cache, and a second run reuses it
     cached = os.listdir(root / "cache" / "minimrcnn")
     assert len([c for c in cached if c.startswith("shapes-10img")]) == 1
@@ -79,8 +81,9 @@ def test_train_on_a_coco_json_and_resume(tmp_path):
     assert "bbox AP=" in r.stdout
     r = run_cli("train", *common, "--iters", "3", "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["iter"] for line in lines] == [1, 2, 3]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "val" not in r] == [1, 2, 3]
+    assert [r["iter"] for r in records if "val" in r] == [2, 3]     # each run's final AP
 
 
 @pytest.mark.parametrize("args, message", [

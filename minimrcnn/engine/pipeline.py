@@ -11,6 +11,7 @@ pictures.
 AP is measured against), ``curves.png`` (losses and validation AP) and ``predictions.png``
 (ground truth beside predictions on a few val images).
 """
+import json
 import os
 import shutil
 
@@ -62,7 +63,7 @@ def run_training(cfg, train_set, val_set, out_dir, resume=False, eval_every=0, e
     set). An interrupted run (Ctrl-C) returns after saving, with result["train"]["interrupted"]."""
     from ..models import build_model
     from .evaluator import evaluate
-    from .trainer import Trainer
+    from .trainer import Trainer, val_record
 
     init.manual_seed(cfg.seed)
     model = build_model(cfg)
@@ -75,7 +76,10 @@ def run_training(cfg, train_set, val_set, out_dir, resume=False, eval_every=0, e
         return model, result
     if val_set is not None:
         shutil.copyfile(val_set.ann_file, os.path.join(out_dir, "val.json"))
-        result["metrics"] = evaluate(model, val_set, out_dir=out_dir, progress=progress)
+        metrics = result["metrics"] = evaluate(model, val_set, out_dir=out_dir, progress=progress)
+        # the final AP closes the validation curve of metrics.jsonl
+        with open(trainer.metrics_path, "a") as log:
+            log.write(json.dumps(val_record(summary["iterations"], metrics)) + "\n")
     if pictures:
         write_pictures(model, val_set if val_set is not None else train_set, out_dir)
     return model, result

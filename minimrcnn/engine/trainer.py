@@ -179,6 +179,12 @@ def read_metrics(source):
     return sorted(train, key=key), sorted(val, key=key)
 
 
+def val_record(iteration, metrics):
+    """The metrics.jsonl line of a validation: ``{"iter": i, "val": {task: {"AP": ..}}}``."""
+    return {"iter": int(iteration), "val": {task: {"AP": metrics[task]["AP"]}
+                                            for task in ("bbox", "segm", "keypoints") if task in metrics}}
+
+
 class _StopOnInterrupt:
     """While active, the first SIGINT (Ctrl-C) only sets ``requested``: the loop saves and
     stops at the end of the iteration. A second one raises KeyboardInterrupt at once."""
@@ -315,11 +321,12 @@ class Trainer:
         metrics = evaluate(self.model, self.val_set, out_dir=None, progress=False, verbose=False,
                            max_images=self.eval_images)
         self.model.train()
-        val = {task: {"AP": metrics[task]["AP"]} for task in ("bbox", "segm", "keypoints") if task in metrics}
-        log.write(json.dumps({"iter": self.iteration, "val": val}) + "\n")
+        record = val_record(self.iteration, metrics)
+        log.write(json.dumps(record) + "\n")
         log.flush()
         if bar is not None:
-            bar.write(f"iter {self.iteration}: val " + " ".join(f"{t} AP={v['AP']:.3f}" for t, v in val.items()))
+            bar.write(f"iter {self.iteration}: val "
+                      + " ".join(f"{t} AP={v['AP']:.3f}" for t, v in record["val"].items()))
 
     def _resume(self):
         if not os.path.isfile(self.checkpoint_path):
