@@ -119,3 +119,14 @@ def test_import_masks_command_writes_a_coco_json(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     ann = json.loads((tmp_path / "ann.json").read_text())
     assert [c["name"] for c in ann["categories"]] == ["pedestrian"] and len(ann["annotations"]) == 2
+
+
+def test_train_on_persons_turns_the_keypoint_head_on_and_scores_keypoints(tmp_path):
+    r = run_cli("train", "--data", "persons", "--num-images", "6", "--iters", "2", "--out",
+                str(tmp_path / "run"), "--set", "ims_per_batch=2", env={"XDG_CACHE_HOME": str(tmp_path / "c")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics) >= {"bbox", "segm", "keypoints", "per_class"}
+    assert "keypoints AP=" in r.stdout
+    results = json.loads((tmp_path / "run" / "results" / "keypoints.json").read_text())
+    assert results and len(results[0]["keypoints"]) == 17 * 3
