@@ -54,7 +54,7 @@ __all__ = ["conv2d", "conv_transpose2d"]
 
 
 # ---------------------------------------------------------------------------------------
-# argument checking
+# output size
 # ---------------------------------------------------------------------------------------
 def _out_size(size, k, s, p, d):
     """floor((size + 2p - d(k-1) - 1) / s) + 1: output length of a convolution or pooling."""
@@ -64,24 +64,6 @@ def _out_size(size, k, s, p, d):
 def _conv_out_hw(H, W, kh, kw, stride, padding, dilation):
     return (_out_size(H, kh, stride[0], padding[0], dilation[0]),
             _out_size(W, kw, stride[1], padding[1], dilation[1]))
-
-
-def _check_floating(op, **arrays):
-    for name, a in arrays.items():
-        if a is not None and a.dtype.kind != "f":
-            raise TypeError(f"{op}: {name} must be a floating array, got dtype {a.dtype}")
-
-
-def _check_conv_args(op, x, w, b, groups, out_channels):
-    """Shape checks shared by conv2d and conv_transpose2d (messages name the values)."""
-    _check_floating(op, input=x, weight=w, bias=b)
-    if x.ndim != 4:
-        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
-    if w.ndim != 4:
-        raise ValueError(f"{op}: weight must be 4-D, got shape {tuple(w.shape)}")
-    positive_int(groups, "groups", op)
-    if b is not None and tuple(b.shape) != (out_channels,):
-        raise ValueError(f"{op}: bias must have shape ({out_channels},), got {tuple(b.shape)}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -461,6 +443,30 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     Returns (N, O, Ho, Wo), Ho = floor((H + 2 ph - dh (kh - 1) - 1) / sh) + 1. stride,
     padding and dilation are ints or (h, w) pairs; torch.nn.functional.conv2d semantics.
     """
+    stride, padding, dilation = _check_conv2d(x, weight, bias, stride, padding, dilation, groups)
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return Conv2d(stride, padding, dilation, groups)(*inputs)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed convolution ("deconvolution"): x (N, C_in, H, W), weight (C_in, C_out/groups, kh, kw).
+
+    The gradient of conv2d with respect to its input, used as a layer: each input pixel
+    scatters ``x[n, c] * w[c]`` onto a stride-spaced grid. Returns (N, C_out, Ho, Wo) with
+    Ho = (H - 1) sh - 2 ph + dh (kh - 1) + output_padding_h + 1 (torch semantics; note the
+    argument order, output_padding before groups, as in torch).
+    """
+    stride, padding, output_padding, dilation = _check_conv_transpose2d(
+        x, weight, bias, stride, padding, output_padding, groups, dilation)
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return ConvTranspose2d(stride, padding, output_padding, dilation, groups)(*inputs)
+
+
+# ---------------------------------------------------------------------------------------
+# the checks at the door (messages name the argument and the value)
+# ---------------------------------------------------------------------------------------
+def _check_conv2d(x, weight, bias, stride, padding, dilation, groups):
+    """conv2d's arguments -> (stride, padding, dilation) as pairs of ints."""
     op = "conv2d"
     xa, wa = as_array(x), as_array(weight)
     ba = None if bias is None else as_array(bias)
@@ -480,18 +486,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if not (1 <= Ho <= INT32_MAX and 1 <= Wo <= INT32_MAX):
         raise ValueError(f"{op}: output size would be {Ho}x{Wo} for input {H}x{W}, kernel {kh}x{kw}, "
                          f"stride {stride}, padding {padding}, dilation {dilation}")
-    inputs = (x, weight) if bias is None else (x, weight, bias)
-    return Conv2d(stride, padding, dilation, groups)(*inputs)
+    return stride, padding, dilation
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """Transposed convolution ("deconvolution"): x (N, C_in, H, W), weight (C_in, C_out/groups, kh, kw).
-
-    The gradient of conv2d with respect to its input, used as a layer: each input pixel
-    scatters ``x[n, c] * w[c]`` onto a stride-spaced grid. Returns (N, C_out, Ho, Wo) with
-    Ho = (H - 1) sh - 2 ph + dh (kh - 1) + output_padding_h + 1 (torch semantics; note the
-    argument order, output_padding before groups, as in torch).
-    """
+def _check_conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation):
+    """conv_transpose2d's arguments -> (stride, padding, output_padding, dilation) as pairs."""
     op = "conv_transpose2d"
     xa, wa = as_array(x), as_array(weight)
     ba = None if bias is None else as_array(bias)
@@ -517,8 +516,25 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     if not (1 <= Ho <= INT32_MAX and 1 <= Wo <= INT32_MAX):
         raise ValueError(f"{op}: output size would be {Ho}x{Wo} for input {H}x{W}, kernel {kh}x{kw}, "
                          f"stride {stride}, padding {padding}, dilation {dilation}")
-    inputs = (x, weight) if bias is None else (x, weight, bias)
-    return ConvTranspose2d(stride, padding, output_padding, dilation, groups)(*inputs)
+    return stride, padding, output_padding, dilation
+
+
+def _check_floating(op, **arrays):
+    for name, a in arrays.items():
+        if a is not None and a.dtype.kind != "f":
+            raise TypeError(f"{op}: {name} must be a floating array, got dtype {a.dtype}")
+
+
+def _check_conv_args(op, x, w, b, groups, out_channels):
+    """Shape checks shared by conv2d and conv_transpose2d (messages name the values)."""
+    _check_floating(op, input=x, weight=w, bias=b)
+    if x.ndim != 4:
+        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    if w.ndim != 4:
+        raise ValueError(f"{op}: weight must be 4-D, got shape {tuple(w.shape)}")
+    positive_int(groups, "groups", op)
+    if b is not None and tuple(b.shape) != (out_channels,):
+        raise ValueError(f"{op}: bias must have shape ({out_channels},), got {tuple(b.shape)}")
 
 
 # ---------------------------------------------------------------------------------------

@@ -29,23 +29,6 @@ _REDUCTIONS = ("none", "mean", "sum")
 # ---------------------------------------------------------------------------------------
 # shared helpers
 # ---------------------------------------------------------------------------------------
-def _check_reduction(name, reduction):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-
-
-def _check_float(name, arg, x):
-    if getattr(x, "dtype", None) is None or x.dtype.kind != "f":
-        raise TypeError(f"{name}: {arg} must be a floating array, got "
-                        f"{getattr(x, 'dtype', type(x).__name__)}")
-
-
-def _check_same_shape(name, input, target):
-    if tuple(target.shape) != tuple(input.shape):
-        raise ValueError(f"{name}: target has shape {tuple(target.shape)} but input has shape "
-                         f"{tuple(input.shape)}; they must match")
-
-
 def _reduce(losses, reduction):
     """Reduce per-element losses; returns an array (0-d for "mean"/"sum")."""
     xp = get_array_module(losses)
@@ -351,6 +334,26 @@ def l1_loss(input, target, reduction="mean"):
     _check_float(name, "target", target)
     _check_same_shape(name, input, target)
     return L1(reduction)(input, target)
+
+
+# ---------------------------------------------------------------------------------------
+# the checks at the door (messages name the argument and the value)
+# ---------------------------------------------------------------------------------------
+def _check_reduction(name, reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _check_float(name, arg, x):
+    if getattr(x, "dtype", None) is None or x.dtype.kind != "f":
+        raise TypeError(f"{name}: {arg} must be a floating array, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+
+
+def _check_same_shape(name, input, target):
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"{name}: target has shape {tuple(target.shape)} but input has shape "
+                         f"{tuple(input.shape)}; they must match")
 
 
 # ---------------------------------------------------------------------------------------

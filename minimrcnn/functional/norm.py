@@ -38,22 +38,6 @@ def _channel_shape(x):
     return (1, x.shape[1]) + (1,) * (x.ndim - 2)
 
 
-def _check_x(name, x):
-    shape = getattr(x, "shape", None)
-    if shape is None or len(shape) < 2:
-        raise ValueError(f"{name}: x must be (N, C, *) with at least 2 dimensions, "
-                         f"got shape {shape}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"{name}: x must be floating, got dtype {x.dtype}")
-
-
-def _check_vector(name, arg, v, channels):
-    """A per-channel vector must have shape (C,)."""
-    if v is not None and tuple(v.shape) != (channels,):
-        raise ValueError(f"{name}: {arg} has shape {tuple(v.shape)} but x has {channels} channels; "
-                         f"expected ({channels},)")
-
-
 def _normalize_backward(g_hat, x_hat, inv_std, axes):
     """dx from dL/dx_hat when mean and var are statistics of x over ``axes`` (see the top)."""
     return inv_std * (g_hat - g_hat.mean(axis=axes, keepdims=True)
@@ -122,22 +106,6 @@ class BatchNorm(Function):
         gw = (gy * self.x_hat).sum(axis=self.axes) if self.affine.has_weight else None
         gb = gy.sum(axis=self.axes) if self.affine.has_bias else None
         return self.affine.grads(gx, gw, gb)
-
-
-def _buffer(name, arg, buf, x, channels, writable):
-    """The raw array of a running buffer, checked (shape, floating, and device when written)."""
-    if buf is None:
-        return None
-    arr = as_array(buf)
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{name}: {arg} must be floating, got dtype {arr.dtype}")
-    _check_vector(name, arg, arr, channels)
-    if device_of(arr) != device_of(x):
-        if writable:
-            raise ValueError(f"{name}: {arg} is on {device_of(arr)} but x is on {device_of(x)}; "
-                             f"the running statistics are updated in place, so move them first")
-        arr = to_device(arr, device_of(x))
-    return arr
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
@@ -328,6 +296,41 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
         raise ValueError(f"{name}: eps must be positive, got {eps!r}")
     inputs = [x] + [v for v in (weight, bias) if v is not None]
     return GroupNorm(int(num_groups), eps, weight is not None, bias is not None)(*inputs)
+
+
+# ---------------------------------------------------------------------------------------
+# the checks at the door (messages name the argument and the value)
+# ---------------------------------------------------------------------------------------
+def _check_x(name, x):
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) < 2:
+        raise ValueError(f"{name}: x must be (N, C, *) with at least 2 dimensions, "
+                         f"got shape {shape}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name}: x must be floating, got dtype {x.dtype}")
+
+
+def _check_vector(name, arg, v, channels):
+    """A per-channel vector must have shape (C,)."""
+    if v is not None and tuple(v.shape) != (channels,):
+        raise ValueError(f"{name}: {arg} has shape {tuple(v.shape)} but x has {channels} channels; "
+                         f"expected ({channels},)")
+
+
+def _buffer(name, arg, buf, x, channels, writable):
+    """The raw array of a running buffer, checked (shape, floating, and device when written)."""
+    if buf is None:
+        return None
+    arr = as_array(buf)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{name}: {arg} must be floating, got dtype {arr.dtype}")
+    _check_vector(name, arg, arr, channels)
+    if device_of(arr) != device_of(x):
+        if writable:
+            raise ValueError(f"{name}: {arg} is on {device_of(arr)} but x is on {device_of(x)}; "
+                             f"the running statistics are updated in place, so move them first")
+        arr = to_device(arr, device_of(x))
+    return arr
 
 
 # ---------------------------------------------------------------------------------------

@@ -137,6 +137,16 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     stride defaults to kernel_size; padding (at most half the kernel) counts as -inf.
     torch.nn.functional.max_pool2d semantics (return_indices is not supported).
     """
+    kernel_size, stride, padding, dilation, out_size = _check_max_pool2d(x, kernel_size, stride, padding,
+                                                                         dilation, ceil_mode)
+    return MaxPool2d(kernel_size, stride, padding, dilation, out_size)(x)
+
+
+# ---------------------------------------------------------------------------------------
+# the checks at the door (messages name the argument and the value)
+# ---------------------------------------------------------------------------------------
+def _check_max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode):
+    """max_pool2d's arguments -> (kernel_size, stride, padding, dilation) pairs and (Ho, Wo)."""
     op = "max_pool2d"
     xa = as_array(x)
     if xa.dtype.kind != "f":
@@ -156,7 +166,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         raise ValueError(f"{op}: output size would be {out_size[0]}x{out_size[1]} for input {H}x{W}, "
                          f"kernel_size {kernel_size}, stride {stride}, padding {padding}, "
                          f"dilation {dilation}")
-    return MaxPool2d(kernel_size, stride, padding, dilation, out_size)(x)
+    return kernel_size, stride, padding, dilation, out_size
 
 
 # ---------------------------------------------------------------------------------------

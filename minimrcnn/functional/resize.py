@@ -155,27 +155,6 @@ class Interpolate(Function):
         return gx.reshape(n, c, h, w)
 
 
-def _output_size(name, shape, size, scale_factor):
-    """(Ho, Wo) and the scales handed to the kernel (None where the ratio is in / out)."""
-    if (size is None) == (scale_factor is None):
-        raise ValueError(f"{name}: give exactly one of size and scale_factor, got size={size!r}, "
-                         f"scale_factor={scale_factor!r}")
-    if size is not None:
-        return int_pair(size, "size", name, minimum=1), (None, None)
-    scales = ((scale_factor, scale_factor) if np.isscalar(scale_factor) else tuple(scale_factor))
-    if len(scales) != 2 or not all(np.isscalar(s) and not isinstance(s, bool) for s in scales):
-        raise ValueError(f"{name}: scale_factor must be a number or a pair of numbers, "
-                         f"got {scale_factor!r}")
-    scales = tuple(float(s) for s in scales)
-    if not all(s > 0 and math.isfinite(s) for s in scales):
-        raise ValueError(f"{name}: scale_factor must be positive and finite, got {scale_factor!r}")
-    out = tuple(int(math.floor(float(n) * s)) for n, s in zip(shape[2:], scales))
-    if not 0 < min(out) <= max(out) <= INT32_MAX:
-        raise ValueError(f"{name}: scale_factor={scale_factor!r} turns the input size "
-                         f"{tuple(shape[2:])} into {out}; every output size must be in [1, {INT32_MAX}]")
-    return out, scales
-
-
 def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None):
     """Resize a batch of feature maps (torch.nn.functional.interpolate for 4-D inputs).
@@ -192,20 +171,7 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
         $src = o (n_{in} - 1) / (n_{out} - 1)$.
     Returns (N, C, Ho, Wo). Differentiable in x.
     """
-    name = "interpolate"
-    if mode not in _MODES:
-        raise ValueError(f"{name}: mode must be one of {_MODES}, got {mode!r}")
-    if mode == "nearest" and align_corners is not None:
-        raise ValueError(f"{name}: align_corners={align_corners!r} can only be set with mode "
-                         f"'bilinear' (nearest has no corners to align); leave it None")
-    shape = getattr(x, "shape", None)
-    if shape is None or len(shape) != 4:
-        raise ValueError(f"{name}: x must be 4-D (N, C, H, W), got shape {shape}")
-    if mode == "bilinear" and x.dtype.kind != "f":
-        raise TypeError(f"{name}: bilinear needs a floating x, got dtype {x.dtype}")
-    out_size, scales = _output_size(name, shape, size, scale_factor)
-    if recompute_scale_factor:
-        scales = (None, None)
+    out_size, scales = _check_interpolate(x, size, scale_factor, mode, align_corners, recompute_scale_factor)
     return Interpolate(out_size, scales, mode, bool(align_corners))(x)
 
 
@@ -268,6 +234,47 @@ def resize_bicubic(x, size):
     a_w = xp.asarray(_bicubic_matrix(x.shape[-1], Wo))
     y = a_h @ x.astype(np.float64) @ a_w.T
     return y.astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# the checks at the door (messages name the argument and the value)
+# ---------------------------------------------------------------------------------------
+def _check_interpolate(x, size, scale_factor, mode, align_corners, recompute_scale_factor):
+    """interpolate's arguments -> ((Ho, Wo), the scales handed to the op)."""
+    name = "interpolate"
+    if mode not in _MODES:
+        raise ValueError(f"{name}: mode must be one of {_MODES}, got {mode!r}")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError(f"{name}: align_corners={align_corners!r} can only be set with mode "
+                         f"'bilinear' (nearest has no corners to align); leave it None")
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise ValueError(f"{name}: x must be 4-D (N, C, H, W), got shape {shape}")
+    if mode == "bilinear" and x.dtype.kind != "f":
+        raise TypeError(f"{name}: bilinear needs a floating x, got dtype {x.dtype}")
+    out_size, scales = _output_size(name, shape, size, scale_factor)
+    return out_size, (None, None) if recompute_scale_factor else scales
+
+
+def _output_size(name, shape, size, scale_factor):
+    """(Ho, Wo) and the scales handed to the kernel (None where the ratio is in / out)."""
+    if (size is None) == (scale_factor is None):
+        raise ValueError(f"{name}: give exactly one of size and scale_factor, got size={size!r}, "
+                         f"scale_factor={scale_factor!r}")
+    if size is not None:
+        return int_pair(size, "size", name, minimum=1), (None, None)
+    scales = ((scale_factor, scale_factor) if np.isscalar(scale_factor) else tuple(scale_factor))
+    if len(scales) != 2 or not all(np.isscalar(s) and not isinstance(s, bool) for s in scales):
+        raise ValueError(f"{name}: scale_factor must be a number or a pair of numbers, "
+                         f"got {scale_factor!r}")
+    scales = tuple(float(s) for s in scales)
+    if not all(s > 0 and math.isfinite(s) for s in scales):
+        raise ValueError(f"{name}: scale_factor must be positive and finite, got {scale_factor!r}")
+    out = tuple(int(math.floor(float(n) * s)) for n, s in zip(shape[2:], scales))
+    if not 0 < min(out) <= max(out) <= INT32_MAX:
+        raise ValueError(f"{name}: scale_factor={scale_factor!r} turns the input size "
+                         f"{tuple(shape[2:])} into {out}; every output size must be in [1, {INT32_MAX}]")
+    return out, scales
 
 
 # ---------------------------------------------------------------------------------------

@@ -107,15 +107,9 @@ class FeaturePyramidNetwork(nn.Module):
             state_dict[f"{prefix}{block}.{i}.0.{kind}"] = state_dict.pop(key)
 
     def forward(self, x):
-        if len(x) != len(self.inner_blocks):
-            raise ValueError(f"FeaturePyramidNetwork: expected {len(self.inner_blocks)} feature "
-                             f"maps, got {len(x)} ({list(x.keys())})")
+        _check_features(x, self.in_channels_list)
         names = list(x.keys())
         features = list(x.values())
-        for name, f, c in zip(names, features, self.in_channels_list):
-            if f.ndim != 4 or f.shape[1] != c:
-                raise ValueError(f"FeaturePyramidNetwork: feature {name!r} should have shape "
-                                 f"(N, {c}, H, W), got {tuple(f.shape)}")
 
         last_inner = self.inner_blocks[-1](features[-1])
         results = [self.layer_blocks[-1](last_inner)]
@@ -129,3 +123,15 @@ class FeaturePyramidNetwork(nn.Module):
         if self.extra_blocks is not None:
             results, names = self.extra_blocks(results, features, names)
         return OrderedDict(zip(names, results))
+
+
+# ---- the checks at the door ---------------------------------------------------------------------
+
+def _check_features(x, in_channels_list):
+    if len(x) != len(in_channels_list):
+        raise ValueError(f"FeaturePyramidNetwork: expected {len(in_channels_list)} feature "
+                         f"maps, got {len(x)} ({list(x.keys())})")
+    for (name, f), c in zip(x.items(), in_channels_list):
+        if f.ndim != 4 or f.shape[1] != c:
+            raise ValueError(f"FeaturePyramidNetwork: feature {name!r} should have shape "
+                             f"(N, {c}, H, W), got {tuple(f.shape)}")

@@ -192,19 +192,7 @@ class MultiScaleRoIPooler(nn.Module):
     # ---- forward ------------------------------------------------------------------------
     def forward(self, features, proposals, image_shapes):
         x_filtered = self._filter_input(features)
-        if not isinstance(proposals, (list, tuple)):
-            raise TypeError(f"MultiScaleRoIPooler: proposals must be a list of (K_i, 4) arrays, one per "
-                            f"image, got {type(proposals).__name__}")
-        num_images = x_filtered[0].shape[0]
-        if len(proposals) != num_images or len(image_shapes) != num_images:
-            raise ValueError(f"MultiScaleRoIPooler: the features hold {num_images} images but "
-                             f"{len(proposals)} proposal lists and {len(image_shapes)} image shapes "
-                             f"were given")
-        for i, p in enumerate(proposals):
-            p = as_array(p)
-            if p.ndim != 2 or p.shape[1] != 4:
-                raise ValueError(f"MultiScaleRoIPooler: proposals[{i}] must have shape (K, 4), got "
-                                 f"{tuple(p.shape)}")
+        _check_proposals(proposals, image_shapes, num_images=x_filtered[0].shape[0])
         self.scales, self.map_levels = self.setup_scales(x_filtered, image_shapes)
         rois = convert_to_roi_format(proposals, dtype=x_filtered[0].dtype)      # (K, 5)
 
@@ -223,3 +211,19 @@ class MultiScaleRoIPooler(nn.Module):
         order = np.concatenate(idx_per_level)
         return F.concat(results, dim=0)[xp.asarray(np.argsort(order))]
 
+
+# ---- the checks at the door ---------------------------------------------------------------------
+
+def _check_proposals(proposals, image_shapes, num_images):
+    if not isinstance(proposals, (list, tuple)):
+        raise TypeError(f"MultiScaleRoIPooler: proposals must be a list of (K_i, 4) arrays, one per "
+                        f"image, got {type(proposals).__name__}")
+    if len(proposals) != num_images or len(image_shapes) != num_images:
+        raise ValueError(f"MultiScaleRoIPooler: the features hold {num_images} images but "
+                         f"{len(proposals)} proposal lists and {len(image_shapes)} image shapes "
+                         f"were given")
+    for i, p in enumerate(proposals):
+        p = as_array(p)
+        if p.ndim != 2 or p.shape[1] != 4:
+            raise ValueError(f"MultiScaleRoIPooler: proposals[{i}] must have shape (K, 4), got "
+                             f"{tuple(p.shape)}")

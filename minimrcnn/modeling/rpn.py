@@ -344,16 +344,9 @@ class RegionProposalNetwork(nn.Module):
         """images: ImageList; features: OrderedDict name -> Tensor (N, C, H_l, W_l);
         targets: list of N dicts with "boxes" (training only).
         Returns (boxes, losses): N proposal arrays (K_i, 4), and the loss dict (empty in eval)."""
-        if not isinstance(images, ImageList):
-            raise TypeError(f"images must be an ImageList, got {type(images).__name__}")
         features = list(features.values()) if hasattr(features, "values") else list(features)
-        if len(features) == 0:
-            raise ValueError("features is empty: the RPN needs at least one feature map")
+        _check_rpn_inputs(images, features)
         num_images = len(images.image_sizes)
-        for name_index, f in enumerate(features):
-            if f.ndim != 4 or f.shape[0] != num_images:
-                raise ValueError(f"feature map {name_index} has shape {tuple(f.shape)}; expected "
-                                 f"(N={num_images}, C, H, W)")
 
         objectness, pred_bbox_deltas = self.head(features)          # L x (N, A, H, W), L x (N, A*4, H, W)
         num_anchors_per_level = [o.shape[1] * o.shape[2] * o.shape[3] for o in objectness]
@@ -389,6 +382,18 @@ def _check_top_n(value, name):
     for k, v in value.items():
         positive_int(v, f"{name}[{k!r}]", "RegionProposalNetwork")
     return dict(value)
+
+
+def _check_rpn_inputs(images, features):
+    if not isinstance(images, ImageList):
+        raise TypeError(f"images must be an ImageList, got {type(images).__name__}")
+    if len(features) == 0:
+        raise ValueError("features is empty: the RPN needs at least one feature map")
+    num_images = len(images.image_sizes)
+    for name_index, f in enumerate(features):
+        if f.ndim != 4 or f.shape[0] != num_images:
+            raise ValueError(f"feature map {name_index} has shape {tuple(f.shape)}; expected "
+                             f"(N={num_images}, C, H, W)")
 
 
 def _check_gt_boxes(boxes, index, key):

@@ -87,18 +87,6 @@ def box_ioa(boxes, regions):
 
 # ---- clipping, small boxes -----------------------------------------------------------------------
 
-def _check_image_size(size, name="size"):
-    try:
-        h, w = size
-        ok = all(isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real) and float(v).is_integer())
-                 for v in (h, w)) and h >= 0 and w >= 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be (height, width) with non-negative integers, got {size!r}")
-    return int(h), int(w)
-
-
 def clip_boxes_to_image(boxes, size):
     """Clip boxes to the image: x into [0, width], y into [0, height].
 
@@ -245,6 +233,20 @@ class BoxCoder:
     # torchvision's names for the single-array versions
     encode_single = encode
     decode_single = decode
+
+
+# ---- the checks at the door ----------------------------------------------------------------------
+
+def _check_image_size(size, name="size"):
+    try:
+        h, w = size
+        ok = all(isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real) and float(v).is_integer())
+                 for v in (h, w)) and h >= 0 and w >= 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be (height, width) with non-negative integers, got {size!r}")
+    return int(h), int(w)
 
 
 def _check_positive_size(boxes, name):
