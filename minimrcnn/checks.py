@@ -8,9 +8,12 @@ names the op, the argument and the value::
 Sizes, strides and paddings end up as C ``int`` (32-bit) in the compiled kernels and in the
 CUDA launches, so they must also be at most ``INT32_MAX``.
 """
+import math
+import numbers
+
 import numpy as np
 
-__all__ = ["INT32_MAX", "is_int", "int_pair", "positive_int"]
+__all__ = ["INT32_MAX", "is_int", "int_pair", "positive_int", "fraction"]
 
 INT32_MAX = 2 ** 31 - 1
 
@@ -46,3 +49,11 @@ def positive_int(value, name, op, maximum=INT32_MAX):
     if value > maximum:
         raise ValueError(f"{op}: {name} must be at most {maximum}, got {value!r}")
     return int(value)
+
+
+def fraction(value, name, op):
+    """``value`` as a Python float in [0, 1] (a threshold, a fraction); bools and NaN are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+            or math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{op}: {name} must be a number in [0, 1], got {value!r}")
+    return float(value)

@@ -10,9 +10,8 @@ and right to a common size (a multiple of 32) and remembers each image's size be
 The anchors are laid out on the padded size; proposals are clipped to each image's own size.
 Same fields as ``torchvision.models.detection.image_list.ImageList``.
 """
-import numbers
-
 from ..autograd import Tensor
+from ..checks import is_int
 
 __all__ = ["ImageList"]
 
@@ -41,7 +40,7 @@ class ImageList:
             raise ValueError(f"ImageList: image_sizes has {len(sizes)} entries but the batch has {n} images")
         checked = []
         for i, size in enumerate(sizes):
-            ok = len(size) == 2 and all(isinstance(v, numbers.Integral) for v in size)
+            ok = len(size) == 2 and all(is_int(v) for v in size)
             if not ok or not (0 < size[0] <= hp and 0 < size[1] <= wp):
                 raise ValueError(f"ImageList: image_sizes[{i}] = {size!r} must be (h, w) integers with "
                                  f"0 < h <= {hp} and 0 < w <= {wp} (the padded size)")

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..autograd.tensor import as_array
 from ..backend import get_array_module
+from ..checks import fraction, is_int
 from ..ops import box_ioa
 
 __all__ = ["Matcher", "BalancedPositiveNegativeSampler", "ignore_crowd_negatives", "CROWD_FILTER_THRESH"]
@@ -116,16 +117,12 @@ class BalancedPositiveNegativeSampler:
     """
 
     def __init__(self, batch_size_per_image, positive_fraction, generator=None):
-        if isinstance(batch_size_per_image, bool) or not isinstance(batch_size_per_image, numbers.Integral) \
-                or batch_size_per_image < 0:
+        if not is_int(batch_size_per_image) or batch_size_per_image < 0:
             raise ValueError(f"BalancedPositiveNegativeSampler: batch_size_per_image must be a "
                              f"non-negative int, got {batch_size_per_image!r}")
-        if not isinstance(positive_fraction, numbers.Real) or not 0.0 <= positive_fraction <= 1.0:
-            raise ValueError(f"BalancedPositiveNegativeSampler: positive_fraction must be in [0, 1], "
-                             f"got {positive_fraction!r}")
         self.batch_size_per_image = int(batch_size_per_image)
-        self.positive_fraction = positive_fraction
-        if isinstance(generator, numbers.Integral):
+        self.positive_fraction = fraction(positive_fraction, "positive_fraction", "BalancedPositiveNegativeSampler")
+        if is_int(generator):
             generator = np.random.default_rng(int(generator))
         elif generator is not None and not isinstance(generator, np.random.Generator):
             raise TypeError(f"BalancedPositiveNegativeSampler: generator must be a numpy.random.Generator, "

@@ -27,7 +27,6 @@ RoIs are constants, as in torchvision): each level's RoIs are pooled separately,
 and put back in input order by indexing, all differentiable ops.
 """
 import math
-import numbers
 
 import numpy as np
 
@@ -36,6 +35,7 @@ from .. import ops
 from .. import functional as F
 from ..autograd.tensor import as_array
 from ..backend import as_numpy, get_array_module
+from ..checks import int_pair, is_int
 
 __all__ = ["MultiScaleRoIPooler", "LevelMapper", "infer_scale", "convert_to_roi_format"]
 
@@ -135,16 +135,10 @@ class MultiScaleRoIPooler(nn.Module):
                              f"got {featmap_names!r}")
         if method not in _METHODS:
             raise ValueError(f"MultiScaleRoIPooler: method must be one of {_METHODS}, got {method!r}")
-        if isinstance(output_size, numbers.Integral):
-            output_size = (int(output_size), int(output_size))
-        output_size = tuple(int(v) for v in output_size)
-        if len(output_size) != 2 or min(output_size) < 1:
-            raise ValueError(f"MultiScaleRoIPooler: output_size must be a positive int or a pair, "
-                             f"got {output_size!r}")
-        if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, numbers.Integral):
+        if not is_int(sampling_ratio):
             raise ValueError(f"MultiScaleRoIPooler: sampling_ratio must be an int, got {sampling_ratio!r}")
         self.featmap_names = [str(n) for n in featmap_names]
-        self.output_size = output_size
+        self.output_size = int_pair(output_size, "output_size", "MultiScaleRoIPooler", minimum=1)
         self.sampling_ratio = int(sampling_ratio)
         self.method = method
         self.aligned = bool(aligned)

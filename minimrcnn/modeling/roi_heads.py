@@ -36,15 +36,13 @@ weights, on the RoIAlign features of the final detections.
 
 Results are raw arrays (NumPy or CuPy), losses scalar Tensors; see :meth:`RoIHeads.forward`.
 """
-import numbers
-
 import numpy as np
 
 from .. import nn
 from ..autograd import Tensor, no_grad
 from ..autograd.tensor import as_array
 from ..backend import get_array_module
-from ..checks import positive_int
+from ..checks import fraction, positive_int
 from ..functional.elementwise import softmax_array
 from ..ops import BoxCoder, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from .box_head import Res5Head, fastrcnn_loss
@@ -379,9 +377,8 @@ class C4RoIHeads(RoIHeads):
 # ---- the checks at the door ------------------------------------------------------------------------
 
 def _check_heads_args(score_thresh, nms_thresh, mask_loss, mask_class_agnostic):
-    for name, v in (("score_thresh", score_thresh), ("nms_thresh", nms_thresh)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 <= v <= 1.0:
-            raise ValueError(f"RoIHeads: {name} must be a number in [0, 1], got {v!r}")
+    fraction(score_thresh, "score_thresh", "RoIHeads")
+    fraction(nms_thresh, "nms_thresh", "RoIHeads")
     if mask_loss not in MASK_LOSSES:
         raise ValueError(f"RoIHeads: mask_loss must be one of {MASK_LOSSES}, got {mask_loss!r}")
     if mask_loss == "softmax" and mask_class_agnostic:

@@ -29,8 +29,6 @@ the top-k uses ``argpartition`` and only the selected anchors are decoded (decod
 anchor), and only the sampled positives are encoded as regression targets. The random sample of
 anchors cannot equal torchvision's (NumPy generator vs. ``torch.randperm``).
 """
-import numbers
-
 import numpy as np
 
 from .. import functional as F
@@ -38,7 +36,7 @@ from .. import nn
 from ..autograd import Tensor
 from ..autograd.tensor import as_array
 from ..backend import device_of, get_array_module
-from ..checks import positive_int
+from ..checks import fraction, positive_int
 from ..functional.elementwise import sigmoid_array
 from ..ops import BoxCoder, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 from .image_list import ImageList
@@ -159,11 +157,8 @@ class RegionProposalNetwork(nn.Module):
         # used for the proposals
         self._pre_nms_top_n = _check_top_n(pre_nms_top_n, "pre_nms_top_n")
         self._post_nms_top_n = _check_top_n(post_nms_top_n, "post_nms_top_n")
-        for name, v in (("nms_thresh", nms_thresh), ("score_thresh", score_thresh)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 <= v <= 1.0:
-                raise ValueError(f"RegionProposalNetwork: {name} must be a number in [0, 1], got {v!r}")
-        self.nms_thresh = nms_thresh
-        self.score_thresh = score_thresh
+        self.nms_thresh = fraction(nms_thresh, "nms_thresh", "RegionProposalNetwork")
+        self.score_thresh = fraction(score_thresh, "score_thresh", "RegionProposalNetwork")
         self.min_size = 1e-3
 
     def pre_nms_top_n(self):

@@ -29,7 +29,6 @@ The transform works on raw arrays (the images are inputs: no gradient flows into
 returns Tensors.
 """
 import math
-import numbers
 
 import numpy as np
 
@@ -38,6 +37,7 @@ from .. import nn
 from ..autograd import Tensor, no_grad
 from ..autograd.tensor import as_array
 from ..backend import get_array_module
+from ..checks import is_int
 from ..nn.init import get_generator
 from ..ops import paste_masks_in_image
 from .image_list import ImageList
@@ -105,8 +105,7 @@ class GeneralizedRCNNTransform(nn.Module):
         min_size = tuple(min_size)
         for name, values in (("min_size", min_size), ("max_size", (max_size,)),
                              ("size_divisible", (size_divisible,))):
-            if len(values) == 0 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                           and v > 0 for v in values):
+            if len(values) == 0 or not all(is_int(v) and v > 0 for v in values):
                 raise ValueError(f"GeneralizedRCNNTransform: {name} must be a positive int"
                                  f"{' (or a tuple of them)' if name == 'min_size' else ''}, got "
                                  f"{min_size if name == 'min_size' else values[0]!r}")
