@@ -18,7 +18,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["AnchorGenerator", "generate_anchors", "anchors_at", "draw_anchors"]
+__all__ = ["AnchorGenerator", "generate_anchors", "anchors_at"]
 
 
 def generate_anchors(scales, aspect_ratios, dtype=np.float32):
@@ -170,39 +170,3 @@ def anchors_at(anchors, grid_size, y, x, num_anchors):
         raise IndexError(f"cell (y={y}, x={x}) is outside the grid {grid_size}")
     start = (y * w + x) * num_anchors
     return anchors[start:start + num_anchors]
-
-
-def draw_anchors(ax, anchors, image_size=None, colors=None, linewidth=1.0, labels=None, **kwargs):
-    """Draw boxes (e.g. the anchors of one location) as unfilled rectangles on a matplotlib Axes.
-
-    anchors: (K, 4) xyxy; image_size: (H, W) draws the image frame and sets the limits (y down);
-    colors: one colour or one per box (default: the matplotlib cycle); labels: optional text per
-    box. Returns the list of Rectangle patches.
-    """
-    from matplotlib.patches import Rectangle
-
-    from .checks import as_boxes
-    anchors = as_boxes(anchors, "anchors")
-    anchors = np.asarray(anchors.get() if hasattr(anchors, "get") else anchors, dtype=np.float64)
-    if colors is None:
-        cycle = [c["color"] for c in __import__("matplotlib").rcParams["axes.prop_cycle"]]
-        colors = [cycle[i % len(cycle)] for i in range(len(anchors))]
-    elif isinstance(colors, str):
-        colors = [colors] * len(anchors)
-    patches = []
-    for i, (x1, y1, x2, y2) in enumerate(anchors):
-        rect = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colors[i],
-                         linewidth=linewidth, **kwargs)
-        ax.add_patch(rect)
-        patches.append(rect)
-        if labels is not None:
-            ax.text(x1, y1, str(labels[i]), color=colors[i], fontsize=8, va="bottom")
-    if image_size is not None:
-        h, w = image_size
-        ax.add_patch(Rectangle((0, 0), w, h, fill=False, edgecolor="black", linestyle="--", linewidth=1))
-        lo_x, lo_y = min(0.0, anchors[:, 0].min(initial=0)), min(0.0, anchors[:, 1].min(initial=0))
-        hi_x, hi_y = max(w, anchors[:, 2].max(initial=w)), max(h, anchors[:, 3].max(initial=h))
-        ax.set_xlim(lo_x - 5, hi_x + 5)
-        ax.set_ylim(hi_y + 5, lo_y - 5)       # image coordinates: y grows downwards
-        ax.set_aspect("equal")
-    return patches
