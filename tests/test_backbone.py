@@ -12,7 +12,7 @@ import pytest
 import minimrcnn as mr
 from minimrcnn import nn
 from minimrcnn.config import PRESETS, get_config
-from minimrcnn.modeling.backbone import build_backbone, build_res5_head
+from minimrcnn.models import build_backbone, build_res5_head
 from minimrcnn.modeling.fpn import FeaturePyramidNetwork, LastLevelMaxPool
 from minimrcnn.modeling.resnet import Bottleneck, ResNet, classroom_resnet, freeze_layers, resnet50
 

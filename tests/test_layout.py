@@ -83,3 +83,16 @@ def test_every_cuda_source_and_kernel_module_is_found():
         assert _ext.cpu_module(pyx.stem) is not None, f"minimrcnn._ext.{pyx.stem} is not built"
     with pytest.raises(RuntimeError, match="no_such_kernel.cu is missing"):
         _ext.cuda_source_path("no_such_kernel")
+
+
+def test_moved_builders_still_import_from_their_old_homes():
+    """Every config -> module builder lives in minimrcnn.models; the names they had before still
+    import (the parity tests and older notebooks use them)."""
+    from minimrcnn import models
+    from minimrcnn.modeling import backbone, mask_rcnn, roi_heads
+    for module, names in ((backbone, ("build_backbone", "build_res5_head", "build_resnet_body")),
+                          (mask_rcnn, ("build_transform", "build_rpn")), (roi_heads, ("build_roi_heads",))):
+        for name in names:
+            assert getattr(module, name) is getattr(models, name)
+        with pytest.raises(AttributeError):
+            module.no_such_builder
