@@ -13,7 +13,7 @@ __all__ = ["add", "sub", "mul", "div", "neg", "exp", "log", "pow", "sqrt", "abs"
            "minimum", "clamp", "where", "relu", "sigmoid", "tanh", "softmax", "log_softmax", "cast"]
 
 
-def _pair(a, b):
+def _operands(a, b):
     """Tensor-or-array operands with scalars matched to the other side's dtype."""
     la, lb = as_array(a) if not np.isscalar(a) else None, as_array(b) if not np.isscalar(b) else None
     a = a if isinstance(a, Tensor) else as_array(a, like=lb)
@@ -279,19 +279,19 @@ class Cast(Function):
 
 
 def add(a, b):
-    return Add()(*_pair(a, b))
+    return Add()(*_operands(a, b))
 
 
 def sub(a, b):
-    return Sub()(*_pair(a, b))
+    return Sub()(*_operands(a, b))
 
 
 def mul(a, b):
-    return Mul()(*_pair(a, b))
+    return Mul()(*_operands(a, b))
 
 
 def div(a, b):
-    return Div()(*_pair(a, b))
+    return Div()(*_operands(a, b))
 
 
 def neg(x):
@@ -322,11 +322,11 @@ def abs(x):  # noqa: A001 - torch's name
 
 
 def maximum(a, b):
-    return Maximum(True)(*_pair(a, b))
+    return Maximum(True)(*_operands(a, b))
 
 
 def minimum(a, b):
-    return Maximum(False)(*_pair(a, b))
+    return Maximum(False)(*_operands(a, b))
 
 
 def clamp(x, min=None, max=None):  # noqa: A002 - torch's names
@@ -335,7 +335,7 @@ def clamp(x, min=None, max=None):  # noqa: A002 - torch's names
 
 def where(condition, a, b):
     """``a`` where the boolean array ``condition`` holds, else ``b`` (broadcast)."""
-    return Where(as_array(condition).astype(bool))(*_pair(a, b))
+    return Where(as_array(condition).astype(bool))(*_operands(a, b))
 
 
 def relu(x):
