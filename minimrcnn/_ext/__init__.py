@@ -12,12 +12,20 @@ setup.py ships the ``.cu`` files inside this package (a wheel has no ``ext/``); 
 """
 import functools
 import importlib
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["cpu_module", "cuda_source_path", "cuda_module", "launch"]
+
+# OpenMP threads that finish a kernel sleep instead of spinning (unless the user chose): the
+# OpenMP kernels (im2col, RoIAlign) alternate with OpenBLAS GEMMs, whose own threads then
+# fight spinning OpenMP threads for the cores. Measured on 2 cores, one classroom training step
+# (4 images of 128 px, trained state): 0.38 s spinning, 0.27 s passive; R50-FPN inference at
+# 800x1216: 4.41 s vs 4.59 s. libgomp reads this once, when the first kernel module loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CHECKOUT_EXT_DIR = _PACKAGE_DIR.parent.parent / "ext"
