@@ -19,7 +19,7 @@ from ..nn import init
 
 __all__ = ["load_datasets", "configure_for", "run_training", "write_pictures", "DEFAULT_NUM_IMAGES"]
 
-DEFAULT_NUM_IMAGES = {"shapes": 600, "persons": 600}
+DEFAULT_NUM_IMAGES = {"shapes": 1250, "persons": 1250}
 
 
 def load_datasets(data, images=None, val=None, val_images=None, num_images=None, image_size=128, seed=0,
