@@ -24,6 +24,7 @@ Around it, :class:`Trainer` keeps a run safe and repeatable:
   Ctrl-C stops at once); a NaN or infinite loss stops the run with :class:`TrainingDiverged`,
   naming the loss and the iteration, and leaves the last good checkpoint as it was.
 """
+import itertools
 import json
 import math
 import numbers
@@ -263,35 +264,17 @@ class Trainer:
             self._resume()
         else:
             self._write_metrics([])                       # a fresh run starts a fresh log
-        cfg, model = self.cfg, self.model
+        cfg = self.cfg
         start, t_start = self.iteration, time.perf_counter()
-        model.train()
-        batches = self.loader.batches(start_iter=start)
+        self.model.train()
         interrupted = False
-        with _StopOnInterrupt() as stop, self._progress_bar(start) as bar, open(self.metrics_path, "a") as log:
-            for it in range(start, cfg.max_iter):
-                t0 = time.perf_counter()
-                images, targets = next(batches)
-                lr = self.optimizer.param_groups[0]["lr"]
-                loss_dict = model(images, targets)
-                values = {k: float(v.item()) for k, v in loss_dict.items()}
-                self._check_finite(values, it + 1)
-                total = _sum(loss_dict.values())                 # L = sum of the task losses
-                self.optimizer.zero_grad()
-                total.backward()
-                self.optimizer.step()
-                self.scheduler.step()
-                self.iteration = it + 1
-
-                record = {"iter": self.iteration, "loss": sum(values.values()), **values, "lr": lr,
-                          "time": time.perf_counter() - t0}
+        with _StopOnInterrupt() as stop, self._progress_bar(start) as bar, \
+                open(self.metrics_path, "a") as log, self.loader.batches(start_iter=start) as batches:
+            for images, targets in itertools.islice(batches, cfg.max_iter - start):
+                record = self.step(images, targets)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(f"loss {record['loss']:.3f} "
-                                        + " ".join(f"{k[5:]} {v:.3f}" for k, v in values.items())
-                                        + f" lr {lr:.4f}", refresh=False)
+                self._show(bar, record)
                 if self.val_set is not None and self.eval_every and self.iteration % self.eval_every == 0 \
                         and self.iteration < cfg.max_iter:
                     self._validate(log, bar)
@@ -300,17 +283,40 @@ class Trainer:
                 if stop.requested:
                     interrupted = True
                     break
-            batches.close()
-            self._save_checkpoint()
-            if not interrupted:
-                save_state_dict(model.state_dict(), os.path.join(self.out_dir, FINAL_WEIGHTS),
-                                meta={"kind": "weights", "iteration": self.iteration, "config": cfg.to_dict(),
-                                      **self.dataset_meta})
+        self._save_checkpoint()
+        if not interrupted:
+            save_state_dict(self.model.state_dict(), os.path.join(self.out_dir, FINAL_WEIGHTS),
+                            meta={"kind": "weights", "iteration": self.iteration, "config": cfg.to_dict(),
+                                  **self.dataset_meta})
         seconds = time.perf_counter() - t_start
         done = self.iteration - start
         return {"iterations": self.iteration, "iterations_this_run": done, "seconds": seconds,
                 "images_per_second": done * cfg.ims_per_batch / seconds if seconds > 0 else float("nan"),
                 "interrupted": interrupted}
+
+    def step(self, images, targets):
+        """One SGD iteration on a batch; returns its metrics.jsonl record."""
+        t0 = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss_dict = self.model(images, targets)
+        values = {k: float(v.item()) for k, v in loss_dict.items()}
+        self._check_finite(values, self.iteration + 1)
+        total = _sum(loss_dict.values())                    # L = L_cls + L_box + L_mask + RPN's
+        self.optimizer.zero_grad()
+        total.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.iteration += 1
+        return {"iter": self.iteration, "loss": sum(values.values()), **values, "lr": lr,
+                "time": time.perf_counter() - t0}
+
+    @staticmethod
+    def _show(bar, record):
+        if bar is None:
+            return
+        losses = " ".join(f"{k[5:]} {v:.3f}" for k, v in record.items() if k.startswith("loss_"))
+        bar.update(1)
+        bar.set_postfix_str(f"loss {record['loss']:.3f} {losses} lr {record['lr']:.4f}", refresh=False)
 
     def _save_checkpoint(self):
         save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler, self.iteration,
