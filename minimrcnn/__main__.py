@@ -283,8 +283,9 @@ def cmd_inspect(args):
     final detections, as numbered PNGs in OUT."""
     from .engine.inspect import inspect_model
 
-    model, names, _, image = _load_for_pictures(args)
-    paths = inspect_model(model, image, args.out, class_names=names, score_thresh=args.score_thresh)
+    model, names, skeleton, image = _load_for_pictures(args)
+    paths = inspect_model(model, image, args.out, class_names=names, score_thresh=args.score_thresh,
+                          skeleton=skeleton)
     for path in paths:
         print(path)
     return 0
