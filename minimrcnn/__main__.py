@@ -323,7 +323,7 @@ def main(argv=None):
                        help="shapes | persons (built-in synthetic data) | a COCO json (then --images)")
         p.add_argument("--images", help="the image folder of a COCO json given as --data")
         p.add_argument("--num-images", type=int, default=None,
-                       help="size of a synthetic data set (train + val; default 600)")
+                       help="size of a synthetic data set, train + val (default 1250; the last 20%% are val)")
         p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda runs on CuPy")
         p.add_argument("--out", required=True, help=split_help)
 
@@ -349,7 +349,7 @@ def main(argv=None):
     p = sub.add_parser("demo", help="the one-command demo: train on shapes, report COCO AP",
                        description=cmd_demo.__doc__)
     p.add_argument("--out", default="minimrcnn-demo", help="output directory (default ./minimrcnn-demo)")
-    p.add_argument("--num-images", type=int, default=None, help="synthetic images (train + val; default 600)")
+    p.add_argument("--num-images", type=int, default=None, help="synthetic images, train + val (default 1250; the last 20%% are val)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda runs on CuPy")
     train_args(p)
     p.set_defaults(func=cmd_demo)
