@@ -45,6 +45,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from ..checks import is_int
 from .transforms import keypoint_flip_map
 
 __all__ = ["CocoDataset", "DatasetError", "COCO_PERSON_KEYPOINTS", "COCO_PERSON_SKELETON"]
@@ -101,10 +102,6 @@ class _Problems:
     def raise_if_any(self):
         if self.items:
             raise DatasetError(self.path, self.items)
-
-
-def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _is_number(v):
@@ -245,9 +242,9 @@ class CocoDataset:
         keypoint_names = None
         problems.skip_categories = set()
         for n, cat in enumerate(entries):
-            if isinstance(cat, dict) and _is_int(cat.get("id")):
+            if isinstance(cat, dict) and is_int(cat.get("id")):
                 problems.skip_categories.add(cat["id"])
-            if not isinstance(cat, dict) or not _is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
+            if not isinstance(cat, dict) or not is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
                 problems.add(f"categories[{n}] must be an object with an integer 'id' and a string "
                              f"'name', got {_short(cat)}")
                 continue
@@ -266,7 +263,7 @@ class CocoDataset:
                 keypoint_names = names
                 skeleton = cat.get("skeleton", [])
                 if not isinstance(skeleton, list) or not all(
-                        isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_int(i) and 1 <= i <= len(names)
+                        isinstance(p, (list, tuple)) and len(p) == 2 and all(is_int(i) and 1 <= i <= len(names)
                                                                              for i in p) for p in skeleton):
                     problems.add(f"{where}: 'skeleton' must be a list of [a, b] pairs of keypoint numbers "
                                  f"1..{len(names)} (1-based, as COCO stores them), got {_short(skeleton)}")
@@ -282,7 +279,7 @@ class CocoDataset:
         images = {}
         problems.skip_images = set()
         for n, img in enumerate(entries):
-            if isinstance(img, dict) and _is_int(img.get("id")):
+            if isinstance(img, dict) and is_int(img.get("id")):
                 problems.skip_images.add(img["id"])
             if not isinstance(img, dict):
                 problems.add(f"images[{n}] must be an object, got {_short(img)}")
@@ -292,7 +289,7 @@ class CocoDataset:
                 problems.add(f"images[{n}] (id {img.get('id', '?')}): missing the key(s) {missing}")
                 continue
             where = f"image id {img['id']}"
-            if not _is_int(img["id"]):
+            if not is_int(img["id"]):
                 problems.add(f"images[{n}]: 'id' must be an integer, got {_short(img['id'])}")
                 continue
             if img["id"] in images:
@@ -302,7 +299,7 @@ class CocoDataset:
             if not isinstance(img["file_name"], str) or not img["file_name"]:
                 problems.add(f"{where}: 'file_name' must be a non-empty string, got {_short(img['file_name'])}")
                 continue
-            if not all(_is_int(img[k]) and img[k] > 0 for k in ("height", "width")):
+            if not all(is_int(img[k]) and img[k] > 0 for k in ("height", "width")):
                 problems.add(f"{where}: 'height' and 'width' must be positive integers, got "
                              f"{_short(img['height'])} and {_short(img['width'])}")
                 continue
@@ -340,7 +337,7 @@ class CocoDataset:
             if missing:
                 problems.add(f"annotations[{n}] (id {ann.get('id', '?')}): missing the key(s) {missing}")
                 continue
-            if not _is_int(ann["id"]):
+            if not is_int(ann["id"]):
                 problems.add(f"annotations[{n}]: 'id' must be an integer, got {_short(ann['id'])}")
                 continue
             where = f"annotation id {ann['id']} (image id {ann['image_id']})"
@@ -349,14 +346,14 @@ class CocoDataset:
                              f"(entries {seen[ann['id']]} and {n})")
                 continue
             seen[ann["id"]] = n
-            if (_is_int(ann["image_id"]) and ann["image_id"] in problems.skip_images) or \
-                    (_is_int(ann["category_id"]) and ann["category_id"] in problems.skip_categories):
+            if (is_int(ann["image_id"]) and ann["image_id"] in problems.skip_images) or \
+                    (is_int(ann["category_id"]) and ann["category_id"] in problems.skip_categories):
                 continue                                   # its image or category was reported
-            img = images.get(ann["image_id"]) if _is_int(ann["image_id"]) else None
+            img = images.get(ann["image_id"]) if is_int(ann["image_id"]) else None
             if img is None:
                 problems.add(f"{where}: unknown image_id {_short(ann['image_id'])} (no such entry in 'images')")
                 continue
-            cat = categories.get(ann["category_id"]) if _is_int(ann["category_id"]) else None
+            cat = categories.get(ann["category_id"]) if is_int(ann["category_id"]) else None
             if cat is None:
                 problems.add(f"{where}: unknown category_id {_short(ann['category_id'])} "
                              f"(the categories are {cat_list})")
@@ -432,7 +429,7 @@ class CocoDataset:
         return {k: info[k] for k in ("id", "file_name", "height", "width")}
 
     def _index(self, i):
-        if not _is_int(i) or not -len(self) <= i < len(self):
+        if not is_int(i) or not -len(self) <= i < len(self):
             raise IndexError(f"image index {i!r} out of range for a dataset of {len(self)} images")
         return int(i) % len(self)
 
@@ -519,7 +516,7 @@ def _check_segmentation(seg, height, width):
         if not isinstance(size, (list, tuple)) or list(size) != [height, width]:
             return f"the RLE's size {_short(size)} differs from the image's [height, width] = [{height}, {width}]"
         if isinstance(counts, list):
-            if not all(_is_int(c) and c >= 0 for c in counts):
+            if not all(is_int(c) and c >= 0 for c in counts):
                 return "an uncompressed RLE's 'counts' must be non-negative integers"
             if sum(counts) != height * width:
                 return (f"the uncompressed RLE's counts sum to {sum(counts)}, not height * width = "
