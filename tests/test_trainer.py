@@ -151,3 +151,17 @@ def test_trainer_checks_its_arguments(shapes, tmp_path):
         make_trainer(train_set, tmp_path, eval_every=5)
     with pytest.raises(ValueError, match="checkpoint_every"):
         make_trainer(train_set, tmp_path, checkpoint_every=-1)
+
+
+def test_resume_with_more_iterations_moves_the_lr_steps(shapes, tmp_path):
+    train_set, _ = shapes
+    make_trainer(train_set, tmp_path / "short", cfg=dict(max_iter=4)).train()     # lr step at 2
+    make_trainer(train_set, tmp_path / "long", cfg=dict(max_iter=12)).train()     # lr step at 6
+    make_trainer(train_set, tmp_path / "short", cfg=dict(max_iter=12)).train(resume=True)
+    lr = {name: {r["iter"]: r["lr"] for r in read_metrics(tmp_path / name / "metrics.jsonl")[0]}
+          for name in ("short", "long")}
+    assert sorted(lr["short"]) == list(range(1, 13))
+    assert lr["short"][4] == pytest.approx(TINY["base_lr"] * 0.1)     # the short run had stepped
+    for i in range(5, 13):          # after the resume: the schedule of the 12-iteration run
+        assert lr["short"][i] == pytest.approx(lr["long"][i]), i
+    assert lr["long"][7] == pytest.approx(lr["long"][6] * 0.1)

@@ -217,7 +217,8 @@ class Trainer:
     for reproducible weights); train_set / val_set: datasets as :mod:`minimrcnn.data` makes
     them; cfg: the model's :class:`~minimrcnn.config.Config` (its ``ims_per_batch``,
     ``base_lr``, ``momentum``, ``weight_decay``, ``max_iter``, ``lr_steps``, ``warmup_*``,
-    ``flip_prob`` and ``seed`` drive the run). eval_every: validation AP on ``val_set`` every
+    ``flip_prob`` and ``seed`` drive the run; on resume only ``max_iter`` may change, and the
+    lr steps then follow it). eval_every: validation AP on ``val_set`` every
     that many iterations (0: only at the end); eval_images: how many val images each of those
     uses (None: all); checkpoint_every: iterations between checkpoints (0: only at the end and on
     Ctrl-C); device: "cpu" or "cuda" (CuPy).
@@ -337,15 +338,20 @@ class Trainer:
     def _resume(self):
         if not os.path.isfile(self.checkpoint_path):
             raise FileNotFoundError(f"resume: no checkpoint at {self.checkpoint_path!r} (start without --resume)")
-        meta = load_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler)
-        saved = _tuple_config(meta["config"])
+        _, meta = load_state_dict_file(self.checkpoint_path)
+        saved = _tuple_config(meta.get("config", {}))
         mine = self.cfg.to_dict()
-        changed = sorted(k for k in mine if k not in ("max_iter",) and saved.get(k) != mine[k])
+        changed = sorted(k for k in mine if k != "max_iter" and saved.get(k) != mine[k])
         if changed:
             raise ValueError(f"resume: the checkpoint was trained with other config values for "
                              f"{', '.join(repr(k) for k in changed[:5])} (saved {saved.get(changed[0])!r}, "
                              f"now {mine[changed[0]]!r}); resume with the same config")
+        load_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler)
         self.iteration = int(meta["iteration"])
+        # a new max_iter (--iters) moves the lr steps with it; the same one changes nothing
+        self.scheduler.milestones = self.cfg.lr_milestones()
+        self.scheduler.last_epoch -= 1
+        self.scheduler.step()
         # drop log lines written after the checkpoint: the resumed run writes them again
         train, val = read_metrics(self.metrics_path) if os.path.isfile(self.metrics_path) else ([], [])
         kept = sorted((r for r in train + val if r["iter"] <= self.iteration), key=lambda r: r["iter"])
