@@ -125,7 +125,12 @@ def load_state_dict_file(path):
     try:
         data = np.load(path, allow_pickle=False)
     except ValueError as e:     # a pickle (a .pth, an object array) or not a NumPy file at all
-        raise ValueError(f"{path}: not a minimrcnn .npz checkpoint ({e})") from None
+        with open(path, "rb") as f:
+            pickled = f.read(1) == b"\x80"       # a pickle's protocol byte (an old-style .pth)
+        what = ("it holds pickled objects, which minimrcnn never loads; a torchvision .pth converts "
+                "with `python -m minimrcnn convert`" if pickled or "object arrays" in str(e)
+                else "not a NumPy .npz file")
+        raise ValueError(f"{path}: not a minimrcnn .npz checkpoint ({what})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: not an .npz checkpoint (it holds one array of shape "
                          f"{getattr(data, 'shape', '?')}: a .npy file?); save weights with "

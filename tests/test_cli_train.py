@@ -130,3 +130,15 @@ def test_train_on_persons_turns_the_keypoint_head_on_and_scores_keypoints(tmp_pa
     assert "keypoints AP=" in r.stdout
     results = json.loads((tmp_path / "run" / "results" / "keypoints.json").read_text())
     assert results and len(results[0]["keypoints"]) == 17 * 3
+
+
+def test_a_json_given_as_weights_and_a_missing_image_folder_are_named(tmp_path):
+    (tmp_path / "w.json").write_text("{}")
+    r = run_cli("predict", "--weights", str(tmp_path / "w.json"), "--image", "x.png", "--out", "p.png")
+    assert r.returncode == 2 and "not a minimrcnn .npz checkpoint (not a NumPy .npz file)" in r.stderr
+    assert "allow_pickle" not in r.stderr                 # never advise unpickling
+    paths = make_shapes(tmp_path / "data", 2, seed=1, image_size=64, num_val=1)
+    r = run_cli("train", "--data", paths["train"], "--images", str(tmp_path / "nowhere"), "--out",
+                str(tmp_path / "o"))
+    assert r.returncode == 2 and "the image folder" in r.stderr and "does not exist" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

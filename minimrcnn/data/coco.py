@@ -154,6 +154,8 @@ class CocoDataset:
     def __init__(self, ann_file, image_dir, check_images=True):
         self.ann_file = os.fspath(ann_file)
         self.image_dir = os.fspath(image_dir)
+        if check_images and not os.path.isdir(self.image_dir):
+            raise DatasetError(self.ann_file, f"the image folder {self.image_dir!r} does not exist")
         data = self._read_json(self.ann_file)
         problems = _Problems(self.ann_file)
         categories = self._check_categories(data["categories"], problems)
