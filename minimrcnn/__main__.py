@@ -48,7 +48,9 @@ def cmd_gradcheck(args):
     cases = [c for c in all_cases() if not args.op or any(p in c.op for p in args.op)]
     if not cases:
         raise UsageError(f"no case matches --op {' '.join(args.op)}")
-    header = f"{'op':<22} {'case':<34} {'dev':<4} {'mode':<11} {'max abs':>9} {'max rel':>9} {'result':<6} {'time':>7}"
+    op_width = max(len("op"), *(len(c.op) for c in cases))            # columns as wide as the longest name
+    case_width = max(len("case"), *(len(c.case) for c in cases))
+    header = f"{'op':<{op_width}} {'case':<{case_width}} {'dev':<4} {'mode':<11} {'max abs':>9} {'max rel':>9} {'result':<6} {'time':>7}"
     print(header)
     print("-" * len(header))
     failed, t0 = [], time.perf_counter()
@@ -62,7 +64,7 @@ def cmd_gradcheck(args):
                 print(f"  {c.id}: {type(e).__name__}: {e}")
             if not ok:
                 failed.append(f"{c.id} ({dev})")
-            print(f"{c.op:<22} {c.case:<34} {dev:<4} {mode:<11} {abs_err:>9.2e} {rel_err:>9.2e} "
+            print(f"{c.op:<{op_width}} {c.case:<{case_width}} {dev:<4} {mode:<11} {abs_err:>9.2e} {rel_err:>9.2e} "
                   f"{'pass' if ok else 'FAIL':<6} {sec:>6.2f}s")
     total = len(cases) * len(backends)
     print("-" * len(header))
