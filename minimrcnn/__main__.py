@@ -390,6 +390,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:             # `... | head`: the reader left; stop quietly, as ls does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except USER_ERRORS as e:
         if args.traceback:
             raise
