@@ -197,6 +197,8 @@ def cmd_train(args):
     metrics.json, val.json, curves.png and predictions.png. Ctrl-C saves a checkpoint."""
     overrides = _overrides(args)
     train_set, val_set = _datasets(args)
+    if args.eval_every and val_set is None:
+        raise UsageError(f"--eval-every {args.eval_every} needs validation data: --val VAL.json")
     return _train_and_report(_config(args, train_set, overrides), train_set, val_set, args)
 
 

@@ -105,6 +105,9 @@ def test_train_on_a_coco_json_needs_its_images(tmp_path):
     paths = make_shapes(tmp_path / "data", 3, seed=1, image_size=64, num_val=1)
     r = run_cli("train", "--data", paths["train"], "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "--images DIR" in r.stderr
+    r = run_cli("train", "--data", paths["train"], "--images", paths["image_dir"], "--eval-every", "5",
+                "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "--eval-every 5 needs validation data: --val" in r.stderr
 
 
 def test_import_masks_command_writes_a_coco_json(tmp_path):

@@ -93,12 +93,18 @@ def save_checkpoint(path, model, optimizer, scheduler, iteration, cfg, extra=Non
 
 def load_checkpoint(path, model, optimizer=None, scheduler=None):
     """Load a :func:`save_checkpoint` file into ``model`` (and ``optimizer`` / ``scheduler``
-    when given, restoring the sampling generator too); returns its metadata."""
+    when given, restoring the sampling generator with the schedule); returns its metadata."""
     arrays, meta = load_state_dict_file(path)
+    apply_checkpoint(arrays, meta, path, model, optimizer, scheduler)
+    return meta
+
+
+def apply_checkpoint(arrays, meta, path, model, optimizer=None, scheduler=None):
+    """The loading half of :func:`load_checkpoint`, for arrays and metadata already read."""
     if meta.get("kind") != "checkpoint":
         raise ValueError(f"{path}: not a training checkpoint (metadata kind {meta.get('kind')!r}); "
                          f"weights alone load with minimrcnn.weights.load_weights")
-    model.load_state_dict({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
+    model.load_state_dict(_model_arrays(arrays))
     if optimizer is not None:
         state = {}
         for key, value in arrays.items():
@@ -109,7 +115,11 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None):
     if scheduler is not None:
         scheduler.load_state_dict(meta["scheduler"])
         init.get_generator().bit_generator.state = meta["generator"]
-    return meta
+
+
+def _model_arrays(arrays):
+    """The model's state dict inside a checkpoint's arrays (the ``model.`` entries, unprefixed)."""
+    return {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
 
 
 def load_model(path, device="cpu"):
@@ -125,9 +135,7 @@ def load_model(path, device="cpu"):
         raise ValueError(f"{path}: no config in its metadata; weights written by minimrcnn's trainer "
                          f"(model_final.npz, checkpoint.npz) carry one")
     model = build_model(Config(**_tuple_config(meta["config"])))
-    if meta.get("kind") == "checkpoint":
-        arrays = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
-    model.load_state_dict(arrays)
+    model.load_state_dict(_model_arrays(arrays) if meta.get("kind") == "checkpoint" else arrays)
     if device != "cpu":
         model.to(device)
     model.eval()
@@ -338,7 +346,7 @@ class Trainer:
     def _resume(self):
         if not os.path.isfile(self.checkpoint_path):
             raise FileNotFoundError(f"resume: no checkpoint at {self.checkpoint_path!r} (start without --resume)")
-        _, meta = load_state_dict_file(self.checkpoint_path)
+        arrays, meta = load_state_dict_file(self.checkpoint_path)
         saved = _tuple_config(meta.get("config", {}))
         mine = self.cfg.to_dict()
         changed = sorted(k for k in mine if k != "max_iter" and saved.get(k) != mine[k])
@@ -346,7 +354,7 @@ class Trainer:
             raise ValueError(f"resume: the checkpoint was trained with other config values for "
                              f"{', '.join(repr(k) for k in changed[:5])} (saved {saved.get(changed[0])!r}, "
                              f"now {mine[changed[0]]!r}); resume with the same config")
-        load_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scheduler)
+        apply_checkpoint(arrays, meta, self.checkpoint_path, self.model, self.optimizer, self.scheduler)
         self.iteration = int(meta["iteration"])
         # a new max_iter (--iters) moves the lr steps with it; the same one changes nothing
         self.scheduler.milestones = self.cfg.lr_milestones()
