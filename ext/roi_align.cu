@@ -16,6 +16,17 @@
 // arguments (batch index in range, finite boxes, bounded sampling grid) and passes C-contiguous
 // arrays; the loader compiles with --fmad=false so that a*b+c is not fused into an FMA and the
 // forward pass rounds as the CPU kernel does.
+//
+// Max mode (roi_align_forward_max / roi_align_backward_max): the same samples, and
+//
+//     out[k, c, ph, pw] = max over the gh * gw samples of bilinear(input[b, c], y, x)
+//     argmax[k, c, ph, pw] = iy * gw + ix of the first sample attaining it (-1: no samples)
+//
+// an empty sample counting as 0, a bin without samples giving 0, a NaN sample winning over any
+// number (the first NaN wins, as NumPy's argmax). Each sample's value is the expression the CPU
+// kernel uses, so with --fmad=false the max and its argmax are the CPU's bit for bit. Backward:
+// one thread per output recomputes its arg-max sample's position and atomicAdds grad * weight
+// into its four pixels; an argmax outside [0, gh * gw) contributes nothing.
 
 template <typename T>
 struct RoIGeometry {
@@ -139,6 +150,79 @@ __device__ void roi_align_backward(long long total, const T* grad_output, const 
     }
 }
 
+// The bilinear value of sample (y, x): the CPU kernel's expression, 0 for an empty sample.
+template <typename T>
+__device__ __forceinline__ T sample_value(const T* plane, int H, int W, T y, T x) {
+    int p1, p2, p3, p4;
+    T w1, w2, w3, w4;
+    if (!bilinear_weights(H, W, y, x, p1, p2, p3, p4, w1, w2, w3, w4)) return (T)0;
+    return w1 * plane[p1] + w2 * plane[p2] + w3 * plane[p3] + w4 * plane[p4];
+}
+
+// v replaces the running max: it is larger, or it is the first NaN (NumPy's argmax rule).
+template <typename T>
+__device__ __forceinline__ bool beats(T v, T best) {
+    return v > best || (v != v && best == best);
+}
+
+template <typename T>
+__device__ void roi_align_forward_max(long long total, const T* input, const T* rois, T scale,
+                                      int C, int H, int W, int PH, int PW, int sampling_ratio,
+                                      int aligned, T* output, int* argmax) {
+    for (long long index = blockIdx.x * (long long)blockDim.x + threadIdx.x; index < total;
+         index += (long long)blockDim.x * gridDim.x) {
+        int pw = (int)(index % PW);
+        int ph = (int)((index / PW) % PH);
+        int c = (int)((index / PW / PH) % C);
+        long long k = index / PW / PH / C;
+        RoIGeometry<T> g = roi_geometry(rois + k * 5, scale, PH, PW, sampling_ratio, aligned);
+        const T* plane = input + ((long long)g.batch * C + c) * H * W;
+        T best = (T)0;
+        int best_index = -1;
+        for (int iy = 0; iy < g.gh; iy++) {
+            T y = g.y0 + ph * g.bin_h + ((T)iy + (T)0.5) * g.bin_h / (T)g.gh;
+            for (int ix = 0; ix < g.gw; ix++) {
+                T x = g.x0 + pw * g.bin_w + ((T)ix + (T)0.5) * g.bin_w / (T)g.gw;
+                T v = sample_value(plane, H, W, y, x);
+                if (best_index < 0 || beats(v, best)) {
+                    best = v;
+                    best_index = iy * g.gw + ix;
+                }
+            }
+        }
+        output[index] = best;  // 0 and -1 for a bin without samples
+        argmax[index] = best_index;
+    }
+}
+
+template <typename T>
+__device__ void roi_align_backward_max(long long total, const T* grad_output, const int* argmax,
+                                       const T* rois, T scale, int C, int H, int W, int PH,
+                                       int PW, int sampling_ratio, int aligned, T* grad_input) {
+    for (long long index = blockIdx.x * (long long)blockDim.x + threadIdx.x; index < total;
+         index += (long long)blockDim.x * gridDim.x) {
+        int pw = (int)(index % PW);
+        int ph = (int)((index / PW) % PH);
+        int c = (int)((index / PW / PH) % C);
+        long long k = index / PW / PH / C;
+        RoIGeometry<T> g = roi_geometry(rois + k * 5, scale, PH, PW, sampling_ratio, aligned);
+        int a = argmax[index];
+        if (a < 0 || a >= g.gh * g.gw) continue;  // no samples (or not an index of this bin)
+        int iy = a / g.gw, ix = a % g.gw;
+        T y = g.y0 + ph * g.bin_h + ((T)iy + (T)0.5) * g.bin_h / (T)g.gh;
+        T x = g.x0 + pw * g.bin_w + ((T)ix + (T)0.5) * g.bin_w / (T)g.gw;
+        int p1, p2, p3, p4;
+        T w1, w2, w3, w4;
+        if (!bilinear_weights(H, W, y, x, p1, p2, p3, p4, w1, w2, w3, w4)) continue;
+        T* plane = grad_input + ((long long)g.batch * C + c) * H * W;
+        T grad = grad_output[index];
+        atomicAdd(plane + p1, w1 * grad);
+        atomicAdd(plane + p2, w2 * grad);
+        atomicAdd(plane + p3, w3 * grad);
+        atomicAdd(plane + p4, w4 * grad);
+    }
+}
+
 #define ROI_ALIGN_KERNELS(T, SUFFIX)                                                          \
     extern "C" __global__ void roi_align_forward_##SUFFIX(                                    \
         long long total, const T* input, const T* rois, T scale, int C, int H, int W, int PH, \
@@ -151,6 +235,19 @@ __device__ void roi_align_backward(long long total, const T* grad_output, const 
         int PH, int PW, int sampling_ratio, int aligned, T* grad_input) {                     \
         roi_align_backward<T>(total, grad_output, rois, scale, C, H, W, PH, PW,               \
                               sampling_ratio, aligned, grad_input);                           \
+    }                                                                                         \
+    extern "C" __global__ void roi_align_forward_max_##SUFFIX(                                \
+        long long total, const T* input, const T* rois, T scale, int C, int H, int W, int PH, \
+        int PW, int sampling_ratio, int aligned, T* output, int* argmax) {                    \
+        roi_align_forward_max<T>(total, input, rois, scale, C, H, W, PH, PW, sampling_ratio,  \
+                                 aligned, output, argmax);                                    \
+    }                                                                                         \
+    extern "C" __global__ void roi_align_backward_max_##SUFFIX(                               \
+        long long total, const T* grad_output, const int* argmax, const T* rois, T scale,     \
+        int C, int H, int W, int PH, int PW, int sampling_ratio, int aligned,                 \
+        T* grad_input) {                                                                      \
+        roi_align_backward_max<T>(total, grad_output, argmax, rois, scale, C, H, W, PH, PW,   \
+                                  sampling_ratio, aligned, grad_input);                       \
     }
 
 ROI_ALIGN_KERNELS(float, float)

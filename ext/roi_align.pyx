@@ -1,5 +1,7 @@
 # distutils: extra_compile_args = -ffp-contract=off
-"""RoIAlign on the CPU (minimrcnn._ext.roi_align): forward and backward, float32 and float64.
+"""RoIAlign on the CPU (minimrcnn._ext.roi_align): forward and backward, float32 and float64,
+averaging a bin's samples (roi_align_forward / roi_align_backward) or taking their max
+(roi_align_forward_max / roi_align_backward_max).
 
 The caller (minimrcnn/ops/roi_align.py) validates the arguments; this module repeats the checks
 that guard memory (batch index, sampling-grid size) before any loop indexes an array.
@@ -25,6 +27,18 @@ may touch the same pixel, so instead of splitting the RoIs it splits the channel
 channels [c0, c1) of every image and walks all RoIs, so no two threads ever write the same
 element (no atomics, no per-thread copies of the gradient). -ffp-contract=off keeps the compiler
 from fusing a*b+c into an FMA, which would round differently from torchvision.
+
+Max mode (mmcv's RoIAlign pool_mode="max", Mask R-CNN Table 2c's "RoIAlign max"): with the same
+samples and the same pre_calc tables,
+
+    out[k, c, ph, pw] = max over the gh * gw samples of bilinear(input[b, c], y, x)
+    argmax[k, c, ph, pw] = iy * gw + ix of the first sample that attains it (-1: no samples)
+
+an empty sample counting as 0 and a bin without samples giving 0. A NaN sample beats every
+number (the first NaN wins), as NumPy's argmax, so a NaN in the features is never hidden. Each
+sample's value is the same expression as one term of the average, so the max is bit for bit the
+largest of the terms the average sums. Backward sends grad_output[k, c, ph, pw] to the four
+pixels of the arg-max sample with its bilinear weights, split over channels like the average.
 """
 import numpy as np
 
@@ -351,4 +365,224 @@ def roi_align_backward(const floating[:, :, :, ::1] grad_output, const floating[
                          pos, wt)
                 _backward_roi(&gin[batch[k], 0, 0, 0], &grad_output[k, 0, 0, 0], c0, c1, HW, P,
                               <Py_ssize_t>gh * gw, <floating>(gh * gw), pos, wt)
+    return grad_input
+
+
+# ---- max over a bin's samples ------------------------------------------------------------------
+
+cdef inline bint _beats(floating v, floating best) noexcept nogil:
+    """v replaces the running max: it is larger, or it is the first NaN (NumPy's argmax rule)."""
+    return v > best or (v != v and best == best)
+
+
+cdef inline floating _sample_value(const floating* plane, const int* pos,
+                                   const floating* wt) noexcept nogil:
+    """One sample's bilinear value, <wt, plane[pos]>: the expression each term of the average
+    is (0 for an empty sample, whose weights are 0)."""
+    return wt[0] * plane[pos[0]] + wt[1] * plane[pos[1]] + wt[2] * plane[pos[2]] + wt[3] * plane[pos[3]]
+
+
+cdef void _forward_max_roi(const floating* image, floating* out, int* argmax, Py_ssize_t C,
+                           Py_ssize_t HW, Py_ssize_t P, Py_ssize_t S, const int* pos,
+                           const floating* wt) noexcept nogil:
+    """out[c, p] = max_s <wt_s, image[c][pos_s]> and argmax[c, p] = the first s attaining it,
+    for the P bins of one RoI with S samples per bin (S = 0: out 0, argmax -1). Four channels
+    per pass over a bin's samples, as in _forward_roi."""
+    cdef Py_ssize_t c = 0, p, s, i
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* x3
+    cdef floating v, m0, m1, m2, m3
+    cdef int a0, a1, a2, a3
+    if S == 0:
+        for i in range(C * P):
+            out[i] = 0
+            argmax[i] = -1
+        return
+    while c + 4 <= C:
+        x0 = image + c * HW
+        x1 = x0 + HW
+        x2 = x1 + HW
+        x3 = x2 + HW
+        for p in range(P):
+            i = 4 * p * S                       # the bin's first sample
+            m0 = _sample_value(x0, pos + i, wt + i)
+            m1 = _sample_value(x1, pos + i, wt + i)
+            m2 = _sample_value(x2, pos + i, wt + i)
+            m3 = _sample_value(x3, pos + i, wt + i)
+            a0 = a1 = a2 = a3 = 0
+            for s in range(1, S):
+                i = i + 4
+                v = _sample_value(x0, pos + i, wt + i)
+                if _beats(v, m0):
+                    m0 = v
+                    a0 = <int>s
+                v = _sample_value(x1, pos + i, wt + i)
+                if _beats(v, m1):
+                    m1 = v
+                    a1 = <int>s
+                v = _sample_value(x2, pos + i, wt + i)
+                if _beats(v, m2):
+                    m2 = v
+                    a2 = <int>s
+                v = _sample_value(x3, pos + i, wt + i)
+                if _beats(v, m3):
+                    m3 = v
+                    a3 = <int>s
+            out[c * P + p] = m0
+            out[(c + 1) * P + p] = m1
+            out[(c + 2) * P + p] = m2
+            out[(c + 3) * P + p] = m3
+            argmax[c * P + p] = a0
+            argmax[(c + 1) * P + p] = a1
+            argmax[(c + 2) * P + p] = a2
+            argmax[(c + 3) * P + p] = a3
+        c = c + 4
+    while c < C:
+        x0 = image + c * HW
+        for p in range(P):
+            i = 4 * p * S
+            m0 = _sample_value(x0, pos + i, wt + i)
+            a0 = 0
+            for s in range(1, S):
+                i = i + 4
+                v = _sample_value(x0, pos + i, wt + i)
+                if _beats(v, m0):
+                    m0 = v
+                    a0 = <int>s
+            out[c * P + p] = m0
+            argmax[c * P + p] = a0
+        c = c + 1
+
+
+cdef void _backward_max_roi(floating* grad_image, const floating* grad_out, const int* argmax,
+                            Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t HW, Py_ssize_t P,
+                            Py_ssize_t S, const int* pos, const floating* wt) noexcept nogil:
+    """grad_image[c][pos_s] += wt_s * grad_out[c, p] for the arg-max sample s = argmax[c, p] of
+    each bin (none where it is -1), channels c0 <= c < c1. argmax is checked by the caller."""
+    cdef Py_ssize_t c, p, i
+    cdef floating* x0
+    cdef floating g
+    cdef int a
+    for c in range(c0, c1):
+        x0 = grad_image + c * HW
+        for p in range(P):
+            a = argmax[c * P + p]
+            if a < 0:
+                continue
+            g = grad_out[c * P + p]
+            i = 4 * (p * S + a)
+            x0[pos[i]] += wt[i] * g
+            x0[pos[i + 1]] += wt[i + 1] * g
+            x0[pos[i + 2]] += wt[i + 2] * g
+            x0[pos[i + 3]] += wt[i + 3] * g
+
+
+def roi_align_forward_max(const floating[:, :, :, ::1] input, const floating[:, ::1] rois,
+                          int pooled_height, int pooled_width, double spatial_scale,
+                          int sampling_ratio, bint aligned):
+    """RoIAlign max forward: input (N, C, H, W), rois (K, 5) of the same dtype ->
+    (output (K, C, PH, PW), argmax (K, C, PH, PW) int32: iy * gw + ix of the winning sample)."""
+    cdef Py_ssize_t N = input.shape[0], C = input.shape[1]
+    cdef int H = input.shape[2], W = input.shape[3], PH = pooled_height, PW = pooled_width
+    cdef Py_ssize_t K = rois.shape[0], k, HW = <Py_ssize_t>H * W, P = PH * PW
+    dtype = np.float32 if floating is float else np.float64
+    _check_sizes("roi_align", (N, C, H, W), (K, rois.shape[1]), PH, PW)
+    out = np.zeros((K, C, PH, PW), dtype=dtype)
+    argmax = np.full((K, C, PH, PW), -1, dtype=np.intc)
+    if K == 0 or C == 0:
+        return out, argmax
+    cdef floating[:, :, :, ::1] out_v = out
+    cdef int[:, :, :, ::1] arg_v = argmax
+    cdef int[::1] batch = np.empty(K, dtype=np.intc)
+    cdef floating[:, ::1] geom = np.empty((K, 4), dtype=dtype)
+    cdef int[:, ::1] grid = np.empty((K, 2), dtype=np.intc)
+    cdef Py_ssize_t most = _geometry(rois, N, <floating>spatial_scale, PH, PW, sampling_ratio,
+                                     aligned, batch, geom, grid)
+    cdef int nt = max(1, min(minimrcnn_max_threads(), <int>K))
+    cdef int[:, ::1] pos_buf = np.empty((nt, 4 * max(most, 1)), dtype=np.intc)
+    cdef floating[:, ::1] wt_buf = np.empty((nt, 4 * max(most, 1)), dtype=dtype)
+    cdef int* pos
+    cdef floating* wt
+    cdef int tid, gh, gw
+    with nogil, parallel(num_threads=nt):
+        tid = threadid()
+        pos = &pos_buf[tid, 0]
+        wt = &wt_buf[tid, 0]
+        for k in prange(K, schedule="dynamic"):
+            gh = grid[k, 0]
+            gw = grid[k, 1]
+            _precalc(H, W, PH, PW, geom[k, 0], geom[k, 1], geom[k, 2], geom[k, 3], gh, gw,
+                     pos, wt)
+            _forward_max_roi(&input[batch[k], 0, 0, 0], &out_v[k, 0, 0, 0], &arg_v[k, 0, 0, 0],
+                             C, HW, P, <Py_ssize_t>gh * gw, pos, wt)
+    return out, argmax
+
+
+def roi_align_backward_max(const floating[:, :, :, ::1] grad_output,
+                           const int[:, :, :, ::1] argmax, const floating[:, ::1] rois,
+                           Py_ssize_t batch_size, int height, int width, double spatial_scale,
+                           int sampling_ratio, bint aligned):
+    """RoIAlign max backward: grad_output (K, C, PH, PW) and the forward's argmax ->
+    grad_input (N, C, H, W). Refuses an argmax of another shape or with a value outside
+    [-1, gh * gw) of its RoI before it indexes anything."""
+    cdef Py_ssize_t K = grad_output.shape[0], C = grad_output.shape[1], t, k, c0, c1, i, n
+    cdef int PH = grad_output.shape[2], PW = grad_output.shape[3], H = height, W = width
+    cdef Py_ssize_t HW = <Py_ssize_t>H * W, P = PH * PW
+    dtype = np.float32 if floating is float else np.float64
+    arg_shape = (argmax.shape[0], argmax.shape[1], argmax.shape[2], argmax.shape[3])
+    if arg_shape != (K, C, PH, PW) or rois.shape[0] != K:
+        raise ValueError(f"roi_align: grad_output {(K, C, PH, PW)}, argmax {arg_shape} and "
+                         f"rois ({rois.shape[0]}, 5) do not match")
+    _check_sizes("roi_align", (batch_size, C, H, W), (K, rois.shape[1]), PH, PW)
+    grad_input = np.zeros((batch_size, C, H, W), dtype=dtype)
+    if K == 0 or C == 0:
+        return grad_input
+    cdef floating[:, :, :, ::1] gin = grad_input
+    cdef int[::1] batch = np.empty(K, dtype=np.intc)
+    cdef floating[:, ::1] geom = np.empty((K, 4), dtype=dtype)
+    cdef int[:, ::1] grid = np.empty((K, 2), dtype=np.intc)
+    cdef Py_ssize_t most = _geometry(rois, batch_size, <floating>spatial_scale, PH, PW,
+                                     sampling_ratio, aligned, batch, geom, grid)
+    cdef const int* arg
+    cdef Py_ssize_t bad = -1
+    with nogil:
+        for k in range(K):
+            n = <Py_ssize_t>grid[k, 0] * grid[k, 1]
+            arg = &argmax[k, 0, 0, 0]
+            for i in range(C * P):
+                if arg[i] < -1 or arg[i] >= n:
+                    bad = k
+                    break
+            if bad >= 0:
+                break
+    if bad >= 0:
+        n = <Py_ssize_t>grid[bad, 0] * grid[bad, 1]
+        raise ValueError(f"roi_align: argmax[{bad}] holds sample indices outside [-1, {n}) "
+                         f"(RoI {bad} has {grid[bad, 0]} x {grid[bad, 1]} samples per bin)")
+    cdef int nt = max(1, min(minimrcnn_max_threads(), <int>C))
+    cdef Py_ssize_t nchunks = nt
+    cdef int[:, ::1] pos_buf = np.empty((nt, 4 * max(most, 1)), dtype=np.intc)
+    cdef floating[:, ::1] wt_buf = np.empty((nt, 4 * max(most, 1)), dtype=dtype)
+    cdef int* pos
+    cdef floating* wt
+    cdef int tid, gh, gw
+    with nogil, parallel(num_threads=nt):
+        tid = threadid()
+        pos = &pos_buf[tid, 0]
+        wt = &wt_buf[tid, 0]
+        for t in prange(nchunks, schedule="static", chunksize=1):
+            c0 = t * C // nchunks
+            c1 = (t + 1) * C // nchunks
+            for k in range(K):
+                gh = grid[k, 0]
+                gw = grid[k, 1]
+                if gh * gw == 0:
+                    continue
+                _precalc(H, W, PH, PW, geom[k, 0], geom[k, 1], geom[k, 2], geom[k, 3], gh, gw,
+                         pos, wt)
+                _backward_max_roi(&gin[batch[k], 0, 0, 0], &grad_output[k, 0, 0, 0],
+                                  &argmax[k, 0, 0, 0], c0, c1, HW, P, <Py_ssize_t>gh * gw,
+                                  pos, wt)
     return grad_input

@@ -67,6 +67,9 @@ class Config:
     pooler: str = "roi_align"               # "roi_align" | "roi_pool" | "roi_warp" (Table 2c)
     pooler_aligned: bool = False            # RoIAlign's half-pixel shift (torchvision: False)
     pooler_sampling_ratio: int = 2          # <= 0: adaptive
+    pooler_mode: str = "avg"                # "avg" | "max" over a bin's samples (Table 2c); applies
+                                            # to roi_align and roi_warp; RoIPool is a max by
+                                            # definition and ignores it
     box_pooler_resolution: int = 7
     box_head: str = "2fc"                   # "2fc" (FPN) | "res5" (C4, Figure 4 left)
     box_head_dim: int = 1024
@@ -109,6 +112,7 @@ class Config:
     def validate(self):
         choices = {"backbone": ("resnet", "classroom"), "norm": ("frozen_bn", "bn", "gn"),
                    "features": ("fpn", "c4", "c5"), "pooler": ("roi_align", "roi_pool", "roi_warp"),
+                   "pooler_mode": ("avg", "max"),
                    "box_head": ("2fc", "res5"), "mask_head": ("fcn", "mlp"),
                    "mask_loss": ("sigmoid", "softmax")}
         for key, allowed in choices.items():

@@ -177,7 +177,7 @@ def build_roi_heads(cfg, backbone_out_channels, featmap_names=None):
 
     def pooler(resolution):
         return MultiScaleRoIPooler(featmap_names, resolution, cfg.pooler_sampling_ratio, method=cfg.pooler,
-                                   aligned=cfg.pooler_aligned)
+                                   aligned=cfg.pooler_aligned, mode=cfg.pooler_mode)
 
     sampling = dict(fg_iou_thresh=cfg.box_fg_iou_thresh, bg_iou_thresh=cfg.box_bg_iou_thresh,
                     batch_size_per_image=cfg.box_batch_size_per_image,

@@ -17,7 +17,10 @@ pooler does two things.
 
 2. **Cut out the RoI** with ``method``: ``"roi_align"`` (Section 3; the default),
    ``"roi_pool"`` (Fast R-CNN's quantized max) or ``"roi_warp"`` (MNC's quantized box,
-   bilinear) -- the three rows of Table 2c. Each map's ``spatial_scale`` (feature size / image
+   bilinear) -- the three rows of Table 2c -- and ``mode``: ``"avg"`` or ``"max"`` over each
+   bin's bilinear samples (RoIAlign and RoIWarp; RoIPool is a max by definition). RoIWarp gets
+   the pooler's ``sampling_ratio`` too, so that it differs from RoIAlign by the quantized box
+   alone. Each map's ``spatial_scale`` (feature size / image
    size) is inferred as torchvision does: $2^{\mathrm{round}(\log_2(H_{feat} / H_{img}))}$, with
    $H_{img}$ the largest image height of the batch (before padding).
 
@@ -36,6 +39,7 @@ from .. import functional as F
 from ..autograd.tensor import as_array
 from ..backend import as_numpy, get_array_module
 from ..checks import int_pair, is_int
+from ..ops.checks import check_pool_mode
 
 __all__ = ["MultiScaleRoIPooler", "LevelMapper", "infer_scale", "convert_to_roi_format"]
 
@@ -116,19 +120,22 @@ class MultiScaleRoIPooler(nn.Module):
             (the FPN's "pool" level P6 is not used by the heads) or ["0"] for C4 / C5. They are
             taken in the order of the features dict, as torchvision does.
         output_size: int or (PH, PW): 7 for the box head, 14 for mask and keypoint heads.
-        sampling_ratio: RoIAlign samples per bin along each axis (2; <= 0: adaptive).
+        sampling_ratio: RoIAlign / RoIWarp samples per bin along each axis (2; <= 0: adaptive).
         method: "roi_align" | "roi_pool" | "roi_warp".
+        mode: "avg" | "max" over a bin's samples, for roi_align and roi_warp (Table 2c's
+            max / avg rows); roi_pool ignores it (it is a max by definition).
         aligned: RoIAlign's half-pixel shift (False in torchvision's Mask R-CNN and Detectron).
         canonical_scale, canonical_level: $s_0$ = 224 and $k_0$ = 4 of the level mapping.
 
     ``forward(features, proposals, image_shapes)``: features a dict name -> Tensor
     (N, C, H_l, W_l); proposals a list of N (K_i, 4) arrays (x1, y1, x2, y2 in input-image
     pixels); image_shapes N (h, w) before padding. Returns a Tensor (sum K_i, C, PH, PW).
-    ``sampling_ratio`` and ``aligned`` matter for RoIAlign only.
+    ``aligned`` matters for RoIAlign only; ``sampling_ratio`` and ``mode`` for RoIAlign and
+    RoIWarp.
     """
 
     def __init__(self, featmap_names, output_size, sampling_ratio, method="roi_align", aligned=False,
-                 canonical_scale=224, canonical_level=4):
+                 canonical_scale=224, canonical_level=4, mode="avg"):
         super().__init__()
         if isinstance(featmap_names, str) or not featmap_names:
             raise ValueError(f"MultiScaleRoIPooler: featmap_names must be a non-empty list of names, "
@@ -137,6 +144,7 @@ class MultiScaleRoIPooler(nn.Module):
             raise ValueError(f"MultiScaleRoIPooler: method must be one of {_METHODS}, got {method!r}")
         if not is_int(sampling_ratio):
             raise ValueError(f"MultiScaleRoIPooler: sampling_ratio must be an int, got {sampling_ratio!r}")
+        self.mode = check_pool_mode("MultiScaleRoIPooler", mode)
         self.featmap_names = [str(n) for n in featmap_names]
         self.output_size = int_pair(output_size, "output_size", "MultiScaleRoIPooler", minimum=1)
         self.sampling_ratio = int(sampling_ratio)
@@ -150,7 +158,7 @@ class MultiScaleRoIPooler(nn.Module):
     def extra_repr(self):
         s = (f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
              f"sampling_ratio={self.sampling_ratio}, method={self.method!r}")
-        return s + (", aligned=True" if self.aligned else "")
+        return s + (", aligned=True" if self.aligned else "") + (", mode='max'" if self.mode == "max" else "")
 
     # ---- pieces -------------------------------------------------------------------------
     def _filter_input(self, features):
@@ -178,10 +186,12 @@ class MultiScaleRoIPooler(nn.Module):
     def _pool(self, feature, rois, scale):
         if self.method == "roi_align":
             return ops.roi_align(feature, rois, self.output_size, spatial_scale=scale,
-                                 sampling_ratio=self.sampling_ratio, aligned=self.aligned)
+                                 sampling_ratio=self.sampling_ratio, aligned=self.aligned,
+                                 mode=self.mode)
         if self.method == "roi_pool":
             return ops.roi_pool(feature, rois, self.output_size, spatial_scale=scale)
-        return ops.roi_warp(feature, rois, self.output_size, spatial_scale=scale)
+        return ops.roi_warp(feature, rois, self.output_size, spatial_scale=scale,
+                            sampling_ratio=self.sampling_ratio, mode=self.mode)
 
     # ---- forward ------------------------------------------------------------------------
     def forward(self, features, proposals, image_shapes):

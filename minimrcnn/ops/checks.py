@@ -12,10 +12,13 @@ from ..backend import as_numpy, get_array_module, get_cupy, is_cupy_array
 from ..checks import int_pair, is_int
 
 __all__ = ["first_index", "as_boxes", "check_valid_boxes", "check_roi_args", "check_align_args",
-           "MAX_ROI_OUTPUT_SIZE"]
+           "check_pool_mode", "POOL_MODES", "MAX_ROI_OUTPUT_SIZE"]
 
 # the largest RoI output side (PH, PW) the kernels accept
 MAX_ROI_OUTPUT_SIZE = 1 << 15
+
+# how RoIAlign / RoIWarp aggregate the bilinear samples of a bin
+POOL_MODES = ("avg", "max")
 
 
 # ---- boxes ---------------------------------------------------------------------------------------
@@ -120,3 +123,10 @@ def check_align_args(op, sampling_ratio, aligned):
     if not isinstance(aligned, (bool, np.bool_)):
         raise TypeError(f"{op}: aligned must be a bool, got {aligned!r}")
     return max(int(sampling_ratio), 0), bool(aligned)
+
+
+def check_pool_mode(op, mode):
+    """RoIAlign's / RoIWarp's aggregation of a bin's samples: "avg" or "max" (a str)."""
+    if not isinstance(mode, str) or mode not in POOL_MODES:
+        raise ValueError(f"{op}: mode must be one of {POOL_MODES}, got {mode!r}")
+    return mode
