@@ -56,11 +56,12 @@ def configure_for(cfg, dataset, overrides=()):
 
 
 def run_training(cfg, train_set, val_set, out_dir, resume=False, eval_every=0, eval_images=None,
-                 checkpoint_every=500, device="cpu", progress=True, pictures=True):
+                 checkpoint_every=500, device="cpu", progress=True, pictures=True, verbose=True):
     """Build the model of ``cfg`` (seeded by ``cfg.seed``), train it, evaluate it on
     ``val_set`` and write the pictures. Returns (model, result): result holds the trainer's
     summary under "train" and the evaluator's metrics under "metrics" (None without a val
-    set). An interrupted run (Ctrl-C) returns after saving, with result["train"]["interrupted"]."""
+    set). An interrupted run (Ctrl-C) returns after saving, with result["train"]["interrupted"].
+    verbose: print COCOeval's summary and the per-class AP table at the end."""
     from ..models import build_model
     from .evaluator import evaluate
     from .trainer import Trainer, val_record
@@ -76,7 +77,8 @@ def run_training(cfg, train_set, val_set, out_dir, resume=False, eval_every=0, e
         return model, result
     if val_set is not None:
         shutil.copyfile(val_set.ann_file, os.path.join(out_dir, "val.json"))
-        metrics = result["metrics"] = evaluate(model, val_set, out_dir=out_dir, progress=progress)
+        metrics = result["metrics"] = evaluate(model, val_set, out_dir=out_dir, progress=progress,
+                                               verbose=verbose)
         # the final AP closes the validation curve of metrics.jsonl
         with open(trainer.metrics_path, "a") as log:
             log.write(json.dumps(val_record(summary["iterations"], metrics)) + "\n")
