@@ -39,23 +39,24 @@ def test_cython_kernels_are_built():
 
 # ---- RoIAlign ----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("mode", ["avg", "max"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [-1, 0, 1, 2, 3])
-def test_roi_align_matches_reference(data, dtype, aligned, sampling_ratio):
+def test_roi_align_matches_reference(data, dtype, aligned, sampling_ratio, mode):
     x, rois = data
     x = x.astype(dtype)
     rng = np.random.default_rng(1)
     for scale, size in ((0.25, (3, 4)), (0.5, 5)):
         xt = Tensor(x, requires_grad=True)
-        out = ops.roi_align(xt, rois, size, scale, sampling_ratio, aligned)
+        out = ops.roi_align(xt, rois, size, scale, sampling_ratio, aligned, mode)
         assert out.dtype == dtype
-        expected = ops.roi_align_reference(x, rois, size, scale, sampling_ratio, aligned)
+        expected = ops.roi_align_reference(x, rois, size, scale, sampling_ratio, aligned, mode)
         np.testing.assert_allclose(out.data, expected, **ALIGN_TOL[dtype])
         grad = rng.standard_normal(out.shape).astype(dtype)
         out.backward(grad)
         expected = ops.roi_align_reference_backward(grad, rois, x.shape, size, scale,
-                                                    sampling_ratio, aligned)
+                                                    sampling_ratio, aligned, mode, input=x)
         np.testing.assert_allclose(xt.grad, expected, **ALIGN_TOL[dtype])
 
 
@@ -184,18 +185,21 @@ def test_roi_pool_empty_bins_are_zero(data):
 # ---- RoIWarp -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_roi_warp_matches_reference(data, dtype):
+@pytest.mark.parametrize("sampling_ratio, mode", [(1, "avg"), (2, "avg"), (2, "max"), (-1, "max")])
+def test_roi_warp_matches_reference(data, dtype, sampling_ratio, mode):
     x, rois = data
     x = x.astype(dtype)
     xt = Tensor(x, requires_grad=True)
-    out = ops.roi_warp(xt, rois, (3, 4), 0.25)
-    np.testing.assert_allclose(out.data, ops.roi_warp_reference(x, rois, (3, 4), 0.25),
+    out = ops.roi_warp(xt, rois, (3, 4), 0.25, sampling_ratio, mode)
+    np.testing.assert_allclose(out.data, ops.roi_warp_reference(x, rois, (3, 4), 0.25,
+                                                                sampling_ratio, mode),
                                **ALIGN_TOL[dtype])
     grad = np.random.default_rng(3).standard_normal(out.shape).astype(dtype)
     out.backward(grad)
     boxes = ops.warp_boxes(rois.astype(dtype), 0.25)
     np.testing.assert_allclose(xt.grad, ops.roi_align_reference_backward(grad, boxes, x.shape, (3, 4),
-                                                                         1.0, 1, True),
+                                                                         1.0, sampling_ratio, True,
+                                                                         mode, input=x),
                                **ALIGN_TOL[dtype])
 
 
