@@ -370,11 +370,6 @@ def roi_align_backward(const floating[:, :, :, ::1] grad_output, const floating[
 
 # ---- max over a bin's samples ------------------------------------------------------------------
 
-cdef inline bint _beats(floating v, floating best) noexcept nogil:
-    """v replaces the running max: it is larger, or it is the first NaN (NumPy's argmax rule)."""
-    return v > best or (v != v and best == best)
-
-
 cdef inline floating _sample_value(const floating* plane, const int* pos,
                                    const floating* wt) noexcept nogil:
     """One sample's bilinear value, <wt, plane[pos]>: the expression each term of the average
@@ -382,19 +377,36 @@ cdef inline floating _sample_value(const floating* plane, const int* pos,
     return wt[0] * plane[pos[0]] + wt[1] * plane[pos[1]] + wt[2] * plane[pos[2]] + wt[3] * plane[pos[3]]
 
 
+cdef inline void _first_nan(const floating* plane, const int* pos, const floating* wt,
+                            Py_ssize_t S, floating* best, int* arg) noexcept nogil:
+    """The bin's first NaN sample as its max (called only for a bin that has one)."""
+    cdef Py_ssize_t s
+    cdef floating v
+    for s in range(S):
+        v = _sample_value(plane, pos + 4 * s, wt + 4 * s)
+        if v != v:
+            best[0] = v
+            arg[0] = <int>s
+            return
+
+
 cdef void _forward_max_roi(const floating* image, floating* out, int* argmax, Py_ssize_t C,
                            Py_ssize_t HW, Py_ssize_t P, Py_ssize_t S, const int* pos,
                            const floating* wt) noexcept nogil:
     """out[c, p] = max_s <wt_s, image[c][pos_s]> and argmax[c, p] = the first s attaining it,
-    for the P bins of one RoI with S samples per bin (S = 0: out 0, argmax -1). Four channels
-    per pass over a bin's samples, as in _forward_roi."""
-    cdef Py_ssize_t c = 0, p, s, i
+    for the P bins of one RoI with S samples per bin (S = 0: out 0, argmax -1); a bin with a
+    NaN sample gets its first NaN. Four channels per pass over a bin's samples, as in
+    _forward_roi. The running max is branch-free (on random features the comparisons are
+    coin flips a branch predictor loses): m = v if v > m else m is one max instruction, the
+    arg-max an integer blend, and NaNs are only flagged, then looked up in the rare bin that
+    has one."""
+    cdef Py_ssize_t c = 0, p, s, i, i0
     cdef const floating* x0
     cdef const floating* x1
     cdef const floating* x2
     cdef const floating* x3
-    cdef floating v, m0, m1, m2, m3
-    cdef int a0, a1, a2, a3
+    cdef floating v0, v1, v2, v3, m0, m1, m2, m3, w0, w1, w2, w3
+    cdef int a0, a1, a2, a3, o0, o1, o2, o3, g0, g1, g2, g3, nan
     if S == 0:
         for i in range(C * P):
             out[i] = 0
@@ -406,30 +418,50 @@ cdef void _forward_max_roi(const floating* image, floating* out, int* argmax, Py
         x2 = x1 + HW
         x3 = x2 + HW
         for p in range(P):
-            i = 4 * p * S                       # the bin's first sample
+            i0 = 4 * p * S                       # the bin's first sample
+            i = i0
             m0 = _sample_value(x0, pos + i, wt + i)
             m1 = _sample_value(x1, pos + i, wt + i)
             m2 = _sample_value(x2, pos + i, wt + i)
             m3 = _sample_value(x3, pos + i, wt + i)
             a0 = a1 = a2 = a3 = 0
+            nan = (m0 != m0) | (m1 != m1) | (m2 != m2) | (m3 != m3)
             for s in range(1, S):
                 i = i + 4
-                v = _sample_value(x0, pos + i, wt + i)
-                if _beats(v, m0):
-                    m0 = v
-                    a0 = <int>s
-                v = _sample_value(x1, pos + i, wt + i)
-                if _beats(v, m1):
-                    m1 = v
-                    a1 = <int>s
-                v = _sample_value(x2, pos + i, wt + i)
-                if _beats(v, m2):
-                    m2 = v
-                    a2 = <int>s
-                v = _sample_value(x3, pos + i, wt + i)
-                if _beats(v, m3):
-                    m3 = v
-                    a3 = <int>s
+                w0 = wt[i]
+                w1 = wt[i + 1]
+                w2 = wt[i + 2]
+                w3 = wt[i + 3]
+                o0 = pos[i]
+                o1 = pos[i + 1]
+                o2 = pos[i + 2]
+                o3 = pos[i + 3]
+                v0 = w0 * x0[o0] + w1 * x0[o1] + w2 * x0[o2] + w3 * x0[o3]
+                v1 = w0 * x1[o0] + w1 * x1[o1] + w2 * x1[o2] + w3 * x1[o3]
+                v2 = w0 * x2[o0] + w1 * x2[o1] + w2 * x2[o2] + w3 * x2[o3]
+                v3 = w0 * x3[o0] + w1 * x3[o1] + w2 * x3[o2] + w3 * x3[o3]
+                g0 = v0 > m0
+                g1 = v1 > m1
+                g2 = v2 > m2
+                g3 = v3 > m3
+                a0 = a0 + g0 * (<int>s - a0)
+                a1 = a1 + g1 * (<int>s - a1)
+                a2 = a2 + g2 * (<int>s - a2)
+                a3 = a3 + g3 * (<int>s - a3)
+                m0 = v0 if v0 > m0 else m0
+                m1 = v1 if v1 > m1 else m1
+                m2 = v2 if v2 > m2 else m2
+                m3 = v3 if v3 > m3 else m3
+                nan = nan | (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3)
+            if nan:
+                if m0 == m0:
+                    _first_nan(x0, pos + i0, wt + i0, S, &m0, &a0)
+                if m1 == m1:
+                    _first_nan(x1, pos + i0, wt + i0, S, &m1, &a1)
+                if m2 == m2:
+                    _first_nan(x2, pos + i0, wt + i0, S, &m2, &a2)
+                if m3 == m3:
+                    _first_nan(x3, pos + i0, wt + i0, S, &m3, &a3)
             out[c * P + p] = m0
             out[(c + 1) * P + p] = m1
             out[(c + 2) * P + p] = m2
@@ -442,15 +474,20 @@ cdef void _forward_max_roi(const floating* image, floating* out, int* argmax, Py
     while c < C:
         x0 = image + c * HW
         for p in range(P):
-            i = 4 * p * S
+            i0 = 4 * p * S
+            i = i0
             m0 = _sample_value(x0, pos + i, wt + i)
             a0 = 0
+            nan = m0 != m0
             for s in range(1, S):
                 i = i + 4
-                v = _sample_value(x0, pos + i, wt + i)
-                if _beats(v, m0):
-                    m0 = v
-                    a0 = <int>s
+                v0 = _sample_value(x0, pos + i, wt + i)
+                g0 = v0 > m0
+                a0 = a0 + g0 * (<int>s - a0)
+                m0 = v0 if v0 > m0 else m0
+                nan = nan | (v0 != v0)
+            if nan and m0 == m0:
+                _first_nan(x0, pos + i0, wt + i0, S, &m0, &a0)
             out[c * P + p] = m0
             argmax[c * P + p] = a0
         c = c + 1
@@ -489,8 +526,8 @@ def roi_align_forward_max(const floating[:, :, :, ::1] input, const floating[:, 
     cdef Py_ssize_t K = rois.shape[0], k, HW = <Py_ssize_t>H * W, P = PH * PW
     dtype = np.float32 if floating is float else np.float64
     _check_sizes("roi_align", (N, C, H, W), (K, rois.shape[1]), PH, PW)
-    out = np.zeros((K, C, PH, PW), dtype=dtype)
-    argmax = np.full((K, C, PH, PW), -1, dtype=np.intc)
+    out = np.empty((K, C, PH, PW), dtype=dtype)         # every element is written below
+    argmax = np.empty((K, C, PH, PW), dtype=np.intc)
     if K == 0 or C == 0:
         return out, argmax
     cdef floating[:, :, :, ::1] out_v = out

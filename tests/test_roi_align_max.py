@@ -222,6 +222,18 @@ def test_a_nan_sample_is_never_hidden():
     np.testing.assert_array_equal(np.isnan(out), expected)
 
 
+def test_the_first_nan_sample_is_the_arg_max():
+    """NaN at pixel (5, 5), a 3 x 3 grid in the bin [3, 6] x [3, 6]: samples at 3.5, 4.5, 5.5;
+    the first to read pixel 5 in both axes is (iy, ix) = (1, 1), index 4 -- in a channel of the
+    kernel's blocks of four (1) and in the remainder (4)."""
+    x = np.random.default_rng(15).standard_normal((1, 5, 6, 6))
+    x[0, 1, 5, 5] = x[0, 4, 5, 5] = np.nan
+    f = RoIAlign((2, 2), 1.0, 3, False, "max")
+    out = f(Tensor(x), np.array([[0, 0.0, 0.0, 6.0, 6.0]]))
+    assert np.argwhere(np.isnan(out.data[0])).tolist() == [[1, 1, 1], [4, 1, 1]]
+    assert f.argmax[0, 1, 1, 1] == 4 and f.argmax[0, 4, 1, 1] == 4
+
+
 # ---- RoIWarp -----------------------------------------------------------------------------------
 
 def test_roi_warp_is_roi_align_of_the_quantized_box_in_both_modes():
