@@ -70,6 +70,7 @@ def test_clip_and_remove_small_boxes():
 
 # ---- BoxCoder ------------------------------------------------------------------------------------
 
+@pytest.mark.ex_box_coder
 def test_encode_hand_checked():
     coder = ops.BoxCoder((10.0, 10.0, 5.0, 5.0))
     proposals = np.array([[0, 0, 10, 20], [0, 0, 10, 20]], np.float64)
@@ -81,6 +82,7 @@ def test_encode_hand_checked():
     np.testing.assert_allclose(coder.decode(coder.encode(gt, proposals), proposals), gt, rtol=1e-12)
 
 
+@pytest.mark.ex_box_coder
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)])
 def test_encode_decode_round_trip(weights):
     rng = np.random.default_rng(0)
@@ -96,6 +98,7 @@ def test_encode_decode_round_trip(weights):
     assert coder.decode(d32, proposals.astype(np.float32)).dtype == np.float32
 
 
+@pytest.mark.ex_box_coder
 def test_decode_per_class_and_clamp():
     coder = ops.BoxCoder((1.0, 1.0, 1.0, 1.0))
     boxes = np.array([[10, 20, 30, 60]], np.float64)              # w 20, h 40, centre (20, 40)
@@ -133,6 +136,7 @@ def test_boxcoder_empty_and_bad_input():
 
 # ---- anchors -------------------------------------------------------------------------------------
 
+@pytest.mark.ex_anchors
 def test_cell_anchors_hand_checked():
     # size 32, ratio h/w = 0.5: h = 32 sqrt(.5) = 22.63, w = 32 / sqrt(.5) = 45.25; halves round
     # to 11 and 23 (22.627 -> 23, 11.314 -> 11)
@@ -145,6 +149,7 @@ def test_cell_anchors_hand_checked():
     assert ops.generate_anchors((32,), (0.5,)).dtype == np.float32
 
 
+@pytest.mark.ex_anchors
 def test_anchor_grid_values_and_ordering():
     gen = ops.AnchorGenerator(sizes=((32,),), aspect_ratios=((0.5, 1.0, 2.0),))
     assert gen.num_anchors_per_location() == [3]
@@ -214,6 +219,7 @@ def test_the_anchors_of_one_location_are_drawn_by_viz():
 
 # ---- NMS -----------------------------------------------------------------------------------------
 
+@pytest.mark.ex_nms
 def test_nms_hand_checked():
     boxes = np.array([[0, 0, 10, 10],      # 0: best
                       [1, 1, 11, 11],      # 1: IoU with 0 = 81 / 119 = 0.68
@@ -229,6 +235,7 @@ def test_nms_hand_checked():
         np.testing.assert_array_equal(fn(boxes, scores, 0.49), [0, 2])
 
 
+@pytest.mark.ex_nms
 def test_nms_ties_keep_input_order():
     # equal scores are taken in input order (torchvision: stable descending sort)
     boxes = np.array([[0, 0, 10, 10]] * 3 + [[50, 50, 60, 60]], np.float32)
@@ -237,6 +244,7 @@ def test_nms_ties_keep_input_order():
     np.testing.assert_array_equal(ops.nms(boxes[::-1].copy(), scores, 0.5), [0, 1])
 
 
+@pytest.mark.ex_nms
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nms_matches_reference_random(dtype):
     rng = np.random.default_rng(1)
@@ -318,6 +326,7 @@ def test_cython_kernel_checks_its_permutation():
         ext.nms_sorted(boxes, np.array([0], np.int64), 0.5)
 
 
+@pytest.mark.ex_nms
 def test_batched_nms():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [100, 100, 110, 110]], np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
@@ -335,6 +344,7 @@ def _per_class_nms(boxes, scores, idxs, thr):
     return keep[np.argsort(-scores[keep], kind="stable")]
 
 
+@pytest.mark.ex_nms
 @pytest.mark.parametrize("first_category", [0, 2 ** 26], ids=["small_ids", "ids_2^26"])
 def test_batched_nms_is_nms_per_category(first_category):
     """float32 boxes with category ids near 2^26: torchvision's coordinate offset collapses the boxes

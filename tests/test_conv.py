@@ -134,6 +134,7 @@ CONV_CASES = [
 ]
 
 
+@pytest.mark.ex_conv2d_backward
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0]}-{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}-g{c[5]}")
 def test_conv2d_matches_naive_loops(case, path):
     xs, (O, kh, kw), stride, padding, dilation, groups, has_bias = case
@@ -158,6 +159,7 @@ def test_conv2d_matches_naive_loops(case, path):
         np.testing.assert_allclose(_grad(B), gy.sum(axis=(0, 2, 3)), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.ex_conv2d_forward
 def test_conv2d_noncontiguous_input_and_float32(path):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 9, 14))[..., ::2]           # a strided view
@@ -323,6 +325,7 @@ CONVT_CASES = [
 ]
 
 
+@pytest.mark.ex_conv2d_backward
 @pytest.mark.parametrize("case", CONVT_CASES, ids=lambda c: f"{c[0]}-{c[1]}-s{c[2]}-p{c[3]}-op{c[4]}-g{c[5]}")
 def test_conv_transpose2d_matches_naive_loops(case, path):
     xs, (Cog, kh, kw), stride, padding, output_padding, groups, dilation, has_bias = case
@@ -360,6 +363,7 @@ POOL_CASES = [
 ]
 
 
+@pytest.mark.ex_max_pool2d_backward
 @pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}-ceil{c[5]}")
 def test_max_pool2d_matches_naive_loops(case, path):
     shape, k, s, p, d, ceil_mode = case
@@ -375,6 +379,7 @@ def test_max_pool2d_matches_naive_loops(case, path):
     np.testing.assert_allclose(_grad(X), gx, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.ex_max_pool2d_backward
 def test_max_pool2d_nan_and_minus_inf(path):
     x = np.array([[[[1.0, np.nan, 3.0], [-np.inf, -np.inf, 2.0]]]])
     y = max_pool2d(_tensor(x, path), 2, 1)

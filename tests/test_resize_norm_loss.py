@@ -362,6 +362,7 @@ def test_cross_entropy_errors():
 # =======================================================================================
 # binary cross entropy with logits
 # =======================================================================================
+@pytest.mark.ex_bce_with_logits
 def test_bce_with_logits_values_by_hand():
     x = T([0.0, 100.0, -100.0, 2.0])
     t = T([1.0, 0.0, 0.0, 0.25])
@@ -377,6 +378,7 @@ def test_bce_with_logits_values_by_hand():
     assert binary_cross_entropy_with_logits(x, t, w, reduction="sum").item() == pytest.approx(2 * math.log(2))
 
 
+@pytest.mark.ex_bce_with_logits
 def test_bce_with_logits_gradient_is_sigmoid_minus_target():
     x, t = T([[-3.0, 0.5], [40.0, -40.0]], grad=True), T([[0.0, 1.0], [0.5, 1.0]], grad=True)
     binary_cross_entropy_with_logits(x, t).backward()

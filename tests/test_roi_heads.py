@@ -181,6 +181,7 @@ def _mask_case(logits):
     return maskrcnn_loss(mr.Tensor(logits), proposals, [gt], [np.array([2])], [np.array([0])]), gt
 
 
+@pytest.mark.ex_mask_loss
 def test_mask_loss_sigmoid_uses_the_gt_class_channel_only():
     logits = np.full((1, 3, 4, 4), 50.0, np.float32)
     logits[0, 2] = 2.0
@@ -193,6 +194,7 @@ def test_mask_loss_sigmoid_uses_the_gt_class_channel_only():
     assert math.isclose(loss.item(), expected, rel_tol=1e-5)
 
 
+@pytest.mark.ex_mask_loss
 def test_mask_loss_softmax_and_agnostic():
     gt = np.zeros((1, 8, 8), np.uint8)
     gt[0, :, :4] = 1
@@ -227,6 +229,7 @@ def test_mask_inference_picks_the_predicted_class():
     np.testing.assert_allclose(soft[0], math.e / (math.e + 2), rtol=1e-6)
 
 
+@pytest.mark.ex_keypoint_targets
 def test_keypoints_to_heatmap_by_hand():
     rois = np.array([[0, 0, 56, 56], [10, 20, 38, 48]], np.float32)
     kps = np.array([[[10.5, 20.2, 2], [56, 56, 2], [3, 4, 0]],           # in; on the far edge; invisible
@@ -236,6 +239,7 @@ def test_keypoints_to_heatmap_by_hand():
     assert heatmaps.tolist() == [[20 * 56 + 10, 55 * 56 + 55, 0], [0, 28 * 56 + 28, 55 * 56 + 55]]
 
 
+@pytest.mark.ex_keypoint_targets
 def test_keypoint_loss_by_hand():
     logits = np.zeros((1, 2, 56, 56), np.float32)
     gt = np.array([[[10.5, 20.2, 2], [3, 4, 0]]], np.float32)        # second keypoint invisible

@@ -60,6 +60,7 @@ def test_roi_align_matches_reference(data, dtype, aligned, sampling_ratio, mode)
         np.testing.assert_allclose(xt.grad, expected, **ALIGN_TOL[dtype])
 
 
+@pytest.mark.ex_roi_align_forward
 @pytest.mark.parametrize("aligned", [False, True])
 def test_roi_align_of_a_linear_ramp_is_the_bin_centre(aligned):
     """Bilinear interpolation reproduces f(y, x) = 3y - 2x + 1 exactly, so inside the map each
@@ -79,6 +80,7 @@ def test_roi_align_of_a_linear_ramp_is_the_bin_centre(aligned):
         np.testing.assert_allclose(out[k, 0], 3 * cy - 2 * cx + 1, rtol=0, atol=1e-12)
 
 
+@pytest.mark.ex_roi_align_forward
 def test_roi_align_boundary_rules():
     """Samples in [-1, 0] read row/column 0, beyond the last pixel read the last one, and samples
     outside [-1, H] x [-1, W] count as zero (but still count in the average)."""
@@ -96,6 +98,8 @@ def test_roi_align_boundary_rules():
     assert out.item() == 0.75
 
 
+@pytest.mark.ex_roi_align_forward
+@pytest.mark.ex_roi_align_backward
 def test_roi_align_outside_and_degenerate_boxes(data):
     x, rois = data
     xt = Tensor(x, requires_grad=True)

@@ -248,6 +248,7 @@ def test_train_and_test_top_n_and_score_thresh():
         assert all(len(b) == 0 for b in rpn(images, feats)[0])
 
 
+@pytest.mark.ex_rpn_targets
 def test_assign_targets_labels_and_background_images():
     rpn = _rpn()
     images, feats = _inputs()
@@ -265,6 +266,7 @@ def test_assign_targets_labels_and_background_images():
     assert (labels[1] == 0).all() and (matched[1] == 0).all()       # no boxes: all background
 
 
+@pytest.mark.ex_rpn_targets
 def test_anchors_inside_crowd_regions_are_not_negatives():
     """Detectron's crowd filter: a would-be negative anchor more than 70% inside a crowd box is
     ignored (-1); outside it stays negative; a positive inside it stays positive; crowd boxes

@@ -85,10 +85,12 @@ class _Reference:
         Ho, Wo = out_size or (_out_size(H, kh, sh, ph, dh), _out_size(W, kw, sw, pw, dw))
         xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
         cols = xp.empty((N, C, kh, kw, Ho, Wo), dtype=x.dtype)
+        ### BEGIN SOLUTION conv2d_forward
         for i in range(kh):
             for j in range(kw):
                 cols[:, :, i, j] = xpad[:, :, i * dh: i * dh + sh * (Ho - 1) + 1: sh,
                                         j * dw: j * dw + sw * (Wo - 1) + 1: sw]
+        ### END SOLUTION
         return cols
 
     @staticmethod
@@ -102,10 +104,12 @@ class _Reference:
         Hp = max(H + 2 * ph, dh * (kh - 1) + sh * (Ho - 1) + 1)
         Wp = max(W + 2 * pw, dw * (kw - 1) + sw * (Wo - 1) + 1)
         xpad = xp.zeros((N, C, Hp, Wp), dtype=cols.dtype)
+        ### BEGIN SOLUTION conv2d_backward
         for i in range(kh):
             for j in range(kw):
                 xpad[:, :, i * dh: i * dh + sh * (Ho - 1) + 1: sh,
                      j * dw: j * dw + sw * (Wo - 1) + 1: sw] += cols[:, :, i, j]
+        ### END SOLUTION
         return xpad[:, :, ph: ph + H, pw: pw + W]
 
     @classmethod
@@ -116,8 +120,10 @@ class _Reference:
         O, Cg, kh, kw = w.shape
         cols = cls.im2col(x, kh, kw, stride, padding, dilation)
         Ho, Wo = cols.shape[-2:]
+        ### BEGIN SOLUTION conv2d_forward
         cols = cols.reshape(N, groups, Cg * kh * kw, Ho * Wo)
         y = xp.matmul(w.reshape(groups, O // groups, Cg * kh * kw), cols)   # (N, G, Og, L)
+        ### END SOLUTION
         return y.reshape(N, O, Ho, Wo)
 
     @classmethod
@@ -126,8 +132,10 @@ class _Reference:
         xp = get_array_module(gy)
         N, O, Ho, Wo = gy.shape
         _, Cg, kh, kw = w.shape
+        ### BEGIN SOLUTION conv2d_backward
         wt = w.reshape(groups, O // groups, Cg * kh * kw).transpose(0, 2, 1)
         dcols = xp.matmul(wt, gy.reshape(N, groups, O // groups, Ho * Wo))
+        ### END SOLUTION
         dcols = dcols.reshape(N, groups * Cg, kh, kw, Ho, Wo)
         return cls.col2im(dcols, x_shape, stride, padding, dilation)
 
@@ -138,9 +146,11 @@ class _Reference:
         O, kh, kw = gy.shape[1], kernel_size[0], kernel_size[1]
         Cg = C // groups
         cols = cls.im2col(x, kh, kw, stride, padding, dilation, out_size=gy.shape[2:])
+        ### BEGIN SOLUTION conv2d_backward
         cols = cols.reshape(N, groups, Cg * kh * kw, -1)
         gyg = gy.reshape(N, groups, O // groups, -1)
         gw = (gyg @ cols.transpose(0, 1, 3, 2)).sum(axis=0)                 # (G, Og, K)
+        ### END SOLUTION
         return gw.reshape(O, Cg, kh, kw)
 
 

@@ -48,7 +48,9 @@ class Mul(Function):
         return a * b
 
     def backward(self, gy):
+        ### BEGIN SOLUTION elementwise_backward
         return sum_to(gy * self.b, self.a.shape), sum_to(gy * self.a, self.b.shape)
+        ### END SOLUTION
 
 
 class Div(Function):
@@ -58,8 +60,10 @@ class Div(Function):
         return a / b
 
     def backward(self, gy):
+        ### BEGIN SOLUTION elementwise_backward
         ga = gy / self.b
         return sum_to(ga, self.a.shape), sum_to(-ga * self.a / self.b, self.b.shape)
+        ### END SOLUTION
 
 
 class Neg(Function):
@@ -77,7 +81,9 @@ class Exp(Function):
         return self.y
 
     def backward(self, gy):
+        ### BEGIN SOLUTION elementwise_backward
         return gy * self.y
+        ### END SOLUTION
 
 
 class Log(Function):
@@ -87,7 +93,9 @@ class Log(Function):
         return get_array_module(x).log(x)
 
     def backward(self, gy):
+        ### BEGIN SOLUTION elementwise_backward
         return gy / self.x
+        ### END SOLUTION
 
 
 class Pow(Function):
@@ -218,7 +226,9 @@ class Sigmoid(Function):
         return self.y
 
     def backward(self, gy):
+        ### BEGIN SOLUTION elementwise_backward
         return gy * self.y * (1 - self.y)
+        ### END SOLUTION
 
 
 class Tanh(Function):

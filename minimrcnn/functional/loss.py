@@ -195,12 +195,14 @@ class BCEWithLogits(Function):
         self.weight = extra.pop(0) if self.has_weight else None
         self.pos_weight = extra.pop(0) if self.has_pos_weight else None
         self.x, self.t = x, t
+        ### BEGIN SOLUTION bce_with_logits
         log1p_exp = xp.log1p(xp.exp(-xp.abs(x)))
         self.sp_pos = xp.maximum(x, 0) + log1p_exp          # sp(x)  = log(1 + e^x)
         self.sp_neg = xp.maximum(-x, 0) + log1p_exp         # sp(-x) = log(1 + e^-x)
         losses = self.sp_pos - x * t
         if self.pos_weight is not None:
             losses = losses + (self.pos_weight - 1) * t * self.sp_neg
+        ### END SOLUTION
         self.unweighted = losses
         if self.weight is not None:
             losses = losses * self.weight
@@ -209,12 +211,14 @@ class BCEWithLogits(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         g = _expand_grad(gy, self.x.shape, self.reduction)
+        ### BEGIN SOLUTION bce_with_logits
         sig_pos, sig_neg = xp.exp(-self.sp_neg), xp.exp(-self.sp_pos)    # sigma(x), sigma(-x)
         gx = sig_pos - self.t
         gt = -self.x
         if self.pos_weight is not None:
             gx = gx - (self.pos_weight - 1) * self.t * sig_neg
             gt = gt + (self.pos_weight - 1) * self.sp_neg
+        ### END SOLUTION
         g_w = g if self.weight is None else g * self.weight              # upstream times w
         grads = [g_w * gx, g_w * gt]
         if self.weight is not None:

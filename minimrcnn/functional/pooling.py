@@ -126,8 +126,10 @@ class MaxPool2d(Function):
         *lead, H, W = self.x_shape
         (ph, pw), kw = self.padding, self.kernel_size[1]
         gxpad = xp.zeros((*lead, *self._padded_shape(H, W)), dtype=gy.dtype)
+        ### BEGIN SOLUTION max_pool2d_backward
         for i, j, rows, cols in self._windows():
             gxpad[..., rows, cols] += xp.where(self.tap == i * kw + j, gy, 0)
+        ### END SOLUTION
         return gxpad[..., ph: ph + H, pw: pw + W]
 
 

@@ -103,6 +103,7 @@ def keypoints_to_heatmap(keypoints, rois, heatmap_size):
         scale_x = (dt(heatmap_size) / (rois[:, 2] - rois[:, 0]))[:, None]
         scale_y = (dt(heatmap_size) / (rois[:, 3] - rois[:, 1]))[:, None]
 
+    ### BEGIN SOLUTION keypoint_targets
     x = keypoints[..., 0].astype(rois.dtype, copy=False)
     y = keypoints[..., 1].astype(rois.dtype, copy=False)
     x_boundary_inds = x == rois[:, 2][:, None]
@@ -121,6 +122,7 @@ def keypoints_to_heatmap(keypoints, rois, heatmap_size):
     y = xp.where(valid_loc, y, 0).astype(np.int64)
     lin_ind = y * heatmap_size + x
     heatmaps = lin_ind * valid
+    ### END SOLUTION
     return heatmaps, valid
 
 

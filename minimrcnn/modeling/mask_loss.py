@@ -51,9 +51,11 @@ def project_masks_on_boxes(gt_masks, boxes, matched_idxs, M):
     gt_masks = xp.asarray(as_array(gt_masks))
     if gt_masks.ndim != 3:
         raise ValueError(f"gt masks must be (G, H, W), got shape {tuple(gt_masks.shape)}")
+    ### BEGIN SOLUTION mask_loss
     rois = xp.concatenate([xp.asarray(as_array(matched_idxs)).astype(dtype)[:, None], boxes.astype(dtype)], axis=1)
     with no_grad():
         out = ops.roi_align(Tensor(gt_masks[:, None].astype(dtype)), rois, (M, M), 1.0)
+    ### END SOLUTION
     return out.data[:, 0]
 
 
@@ -85,6 +87,7 @@ def maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs
         return mask_logits.sum() * 0
     mask_targets = mask_targets.astype(mask_logits.dtype, copy=False)
 
+    ### BEGIN SOLUTION mask_loss
     if loss == "softmax":
         # per-pixel class: the RoI's gt class inside its mask, background (0) outside
         pixel_classes = xp.where(mask_targets >= 0.5, labels[:, None, None], 0).astype(np.int64)
@@ -94,6 +97,7 @@ def maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs
     else:
         logits = mask_logits[xp.arange(labels.shape[0]), labels]            # (P, m, m)
     return F.binary_cross_entropy_with_logits(logits, Tensor(mask_targets))
+    ### END SOLUTION
 
 
 def maskrcnn_inference(mask_logits, labels, loss="sigmoid", class_agnostic=False):

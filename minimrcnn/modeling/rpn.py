@@ -216,6 +216,7 @@ class RegionProposalNetwork(nn.Module):
                 matched_gt_boxes_per_image = xp.zeros(anchors_per_image.shape, dtype=anchors_per_image.dtype)
                 labels_per_image = xp.zeros((anchors_per_image.shape[0],), dtype=anchors_per_image.dtype)
             else:
+                ### BEGIN SOLUTION rpn_targets
                 match_quality_matrix = self.box_similarity(gt_boxes, anchors_per_image)   # (M, T)
                 matched_idxs = self.proposal_matcher(match_quality_matrix)                # (T,)
                 # -1 and -2 read gt 0 here; their labels say they are not positives
@@ -224,6 +225,7 @@ class RegionProposalNetwork(nn.Module):
                 labels_per_image = (matched_idxs >= 0).astype(anchors_per_image.dtype)
                 labels_per_image[matched_idxs == self.proposal_matcher.BELOW_LOW_THRESHOLD] = 0.0
                 labels_per_image[matched_idxs == self.proposal_matcher.BETWEEN_THRESHOLDS] = -1.0
+                ### END SOLUTION
             ignore_crowd_negatives(labels_per_image, anchors_per_image, crowd_boxes)
             labels.append(labels_per_image)
             matched_gt_boxes.append(matched_gt_boxes_per_image)

@@ -29,11 +29,13 @@ def generate_anchors(scales, aspect_ratios, dtype=np.float32):
     """
     scales = np.asarray(scales, dtype=np.float32)
     aspect_ratios = np.asarray(aspect_ratios, dtype=np.float32)
+    ### BEGIN SOLUTION anchors
     h_ratios = np.sqrt(aspect_ratios)
     w_ratios = np.float32(1) / h_ratios
     ws = (w_ratios[:, None] * scales[None, :]).reshape(-1)
     hs = (h_ratios[:, None] * scales[None, :]).reshape(-1)
     base_anchors = np.stack([-ws, -hs, ws, hs], axis=1) / np.float32(2)
+    ### END SOLUTION
     return np.round(base_anchors).astype(dtype)
 
 
@@ -100,6 +102,7 @@ class AnchorGenerator:
         key = (level, grid_h, grid_w, stride_h, stride_w, np.dtype(dtype).str)
         anchors = self._cache.get(key)
         if anchors is None:
+            ### BEGIN SOLUTION anchors
             shifts_x = np.arange(grid_w, dtype=np.int32) * np.int32(stride_w)
             shifts_y = np.arange(grid_h, dtype=np.int32) * np.int32(stride_h)
             shift_y, shift_x = np.meshgrid(shifts_y, shifts_x, indexing="ij")   # (H, W)
@@ -108,6 +111,7 @@ class AnchorGenerator:
             shifts = np.stack((shift_x, shift_y, shift_x, shift_y), axis=1).astype(dtype)  # (H*W, 4)
             base = self.cell_anchors[level].astype(dtype)                               # (A, 4)
             anchors = (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)             # (H*W*A, 4)
+            ### END SOLUTION
             anchors.setflags(write=False)
             if len(self._cache) >= 64:
                 self._cache.clear()

@@ -167,6 +167,7 @@ class BoxCoder:
         xp = get_array_module(reference_boxes)
         wx, wy, ww, wh = xp.asarray(self.weights, dtype=reference_boxes.dtype)
 
+        ### BEGIN SOLUTION box_coder
         ex_widths = proposals[:, 2:3] - proposals[:, 0:1]            # (N, 1)
         ex_heights = proposals[:, 3:4] - proposals[:, 1:2]
         ex_ctr_x = proposals[:, 0:1] + 0.5 * ex_widths
@@ -181,6 +182,7 @@ class BoxCoder:
         targets_dy = wy * (gt_ctr_y - ex_ctr_y) / ex_heights
         targets_dw = ww * xp.log(gt_widths / ex_widths)
         targets_dh = wh * xp.log(gt_heights / ex_heights)
+        ### END SOLUTION
         return xp.concatenate((targets_dx, targets_dy, targets_dw, targets_dh), axis=1)
 
     def decode(self, rel_codes, boxes):
@@ -205,6 +207,7 @@ class BoxCoder:
         xp = get_array_module(rel_codes)
         boxes = boxes.astype(rel_codes.dtype, copy=False)
 
+        ### BEGIN SOLUTION box_coder
         widths = boxes[:, 2] - boxes[:, 0]                            # (N,)
         heights = boxes[:, 3] - boxes[:, 1]
         ctr_x = boxes[:, 0] + 0.5 * widths
@@ -228,6 +231,7 @@ class BoxCoder:
         half_h = 0.5 * pred_h
         pred_boxes = xp.stack((pred_ctr_x - half_w, pred_ctr_y - half_h,
                                pred_ctr_x + half_w, pred_ctr_y + half_h), axis=2)  # (N, K, 4)
+        ### END SOLUTION
         return pred_boxes.reshape(rel_codes.shape)
 
     # torchvision's names for the single-array versions

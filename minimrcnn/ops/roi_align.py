@@ -248,6 +248,7 @@ def _sample_matrix(xp, start, bin_size, pooled, grid, size, dtype):
     dt = np.dtype(dtype).type
     i = xp.arange(pooled, dtype=dtype)[:, None]
     t = xp.arange(grid, dtype=dtype)[None, :] + dt(0.5)
+    ### BEGIN SOLUTION roi_align_forward
     pos = start + i * bin_size + t * bin_size / dt(max(grid, 1))    # (pooled, grid)
     valid = (pos >= -1) & (pos <= size)                # outside [-1, size]: the sample is zero
     pos = xp.clip(pos, dt(0), dt(size))                # -1 <= pos <= 0 reads pixel 0
@@ -257,6 +258,7 @@ def _sample_matrix(xp, start, bin_size, pooled, grid, size, dtype):
     high = xp.where(edge, size - 1, low + 1)
     frac = xp.where(edge, dt(0), pos - low.astype(dtype)) * valid
     near = (dt(1) - frac) * valid
+    ### END SOLUTION
     pixels = xp.arange(size)
     s = ((low[..., None] == pixels) * near[..., None]
          + (high[..., None] == pixels) * frac[..., None])   # (pooled, grid, size)
@@ -299,7 +301,9 @@ def _reference_forward(x, rois, size, scale, sampling_ratio, aligned, mode):
     for k, b, sy, rows, sx, cols, gh, gw in matrices:
         if mode == "avg":
             ay, ax = _bin_sums(sy, PH, gh), _bin_sums(sx, PW, gw)    # (PH, h), (PW, w)
+            ### BEGIN SOLUTION roi_align_forward
             out[k] = ay @ x[b, :, rows, cols] @ ax.T / max(gh * gw, 1)   # (PH, h) @ (C, h, w) @ (w, PW)
+            ### END SOLUTION
         elif gh * gw > 0:                                            # else: no samples, 0 and -1
             samples = _bin_samples(sy @ x[b, :, rows, cols] @ sx.T, C, PH, PW, gh, gw)
             argmax[k] = samples.argmax(axis=-1)                      # the first max (or NaN)
@@ -382,7 +386,9 @@ def roi_align_reference_backward(grad_output, rois, input_shape, output_size, sp
     matrices = _reference_matrices(rois, H, W, size, scale, sampling_ratio, aligned, xp, g.dtype)
     for k, b, sy, rows, sx, cols, gh, gw in matrices:
         ay, ax = _bin_sums(sy, PH, gh), _bin_sums(sx, PW, gw)
+        ### BEGIN SOLUTION roi_align_backward
         grad_input[b, :, rows, cols] += ay.T @ g[k] @ ax / max(gh * gw, 1)   # (h, PH) @ (C, PH, PW) @ (PW, w)
+        ### END SOLUTION
     return grad_input
 
 
