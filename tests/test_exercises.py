@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from collections import Counter
 from pathlib import Path
@@ -477,11 +478,18 @@ def test_tutorials_end_with_their_exercises():
 
 @pytest.mark.install
 def test_the_copy_installs_into_a_fresh_venv(student, tmp_path):
-    """pip install -e of the copy (offline: no build isolation, the build tools come from this
-    environment) in a throwaway venv; then the copy's own package imports there."""
+    """pip install -e of the copy into a throwaway venv that sees this environment's packages
+    (a .pth file; offline: no index, no build isolation, the build tools come from here); then
+    the copy's own package imports there."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
+    # this environment's packages (numpy, Cython, setuptools: the build tools) seen from the new
+    # one: --system-site-packages alone shows the base interpreter's, not this venv's
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    here = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    Path(site, "outer_env.pth").write_text("\n".join(sorted(here)) + "\n")
     copy = tmp_path / "copy"
     shutil.copytree(student, copy)
     pip = subprocess.run([python, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
