@@ -20,8 +20,8 @@ the sigmoid / softmax mask loss (Table 2b), the FCN / MLP mask head (Table 2e), 
                                      frozen_bn_eps trainable_layers features classroom_widths
                                      classroom_blocks fpn_channels
     rpn         build_rpn            anchor_sizes aspect_ratios rpn_*
-    roi heads   build_roi_heads      num_classes pooler pooler_aligned pooler_sampling_ratio
-                                     box_* mask_* keypoint_* num_keypoints
+    roi heads   build_roi_heads      num_classes pooler pooler_mode pooler_aligned
+                                     pooler_sampling_ratio box_* mask_* keypoint_* num_keypoints
       C4 box    build_res5_head      (res5 of the backbone's ResNet, Figure 4 left)
 """
 from .config import Config, ConfigError
@@ -169,7 +169,8 @@ def build_roi_heads(cfg, backbone_out_channels, featmap_names=None):
       ``mask_class_agnostic``.
     - keypoint head (``keypoint_on``): KeypointRCNNHeads(C, keypoint_head_layers) +
       KeypointRCNNPredictor(layers[-1], num_keypoints).
-    - poolers: ``cfg.pooler`` (Table 2c), ``pooler_sampling_ratio``, ``pooler_aligned``.
+    - poolers: ``cfg.pooler`` and ``cfg.pooler_mode`` (Table 2c), ``pooler_sampling_ratio``,
+      ``pooler_aligned``.
     """
     if featmap_names is None:
         featmap_names = ["0", "1", "2", "3"] if cfg.features == "fpn" else ["0"]

@@ -521,9 +521,8 @@ def render_markdown(table):
 def plot_table(table):
     """A figure: per row, our AP (mean ± std, the seeds as dots) beside the paper's, one panel
     per verdict task."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..viz import _pyplot
+    plt = _pyplot()             # Agg only where there is no display: a notebook keeps its inline figures
 
     rows = summarize(table)
     tasks = [t for t in table["verdict_on"] if any(t in r["tasks"] for r in rows)]

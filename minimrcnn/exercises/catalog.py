@@ -106,7 +106,7 @@ EXERCISES = (
         + _NO_KERNEL.format(k="ext/nms.pyx"),
         ("tests/test_boxes_anchors_nms.py",), kernels=("nms",)),
     Exercise(
-        "roi_align_forward", "RoIAlign forward: bilinear sampling without quantization", "05_roi_align", 4,
+        "roi_align_forward", "RoIAlign forward: bilinear sampling without quantization", "05_roialign", 4,
         "along one axis, sample t of bin i sits at start + i*bin + (t + 1/2)*bin/grid (no "
         "rounding: 'x/16 instead of [x/16]'); a sample outside [-1, size] weighs nothing, one in "
         "[-1, 0] reads pixel 0, one at or past the last pixel reads the last; otherwise it puts "
@@ -114,7 +114,7 @@ EXERCISES = (
         "A_y @ input @ A_x.T / (gh*gw) (module docstring). " + _NO_KERNEL.format(k="ext/roi_align.pyx"),
         ("tests/test_roi_ops.py",), kernels=("roi_align",)),
     Exercise(
-        "roi_align_backward", "RoIAlign backward: the transpose of the bilinear sampling", "05_roi_align", 2,
+        "roi_align_backward", "RoIAlign backward: the transpose of the bilinear sampling", "05_roialign", 2,
         "the forward pass is linear in the input, out = A_y @ input @ A_x.T / n, so its gradient "
         "is the transpose: A_y.T @ grad_out @ A_x / n added onto the rows and columns the RoI "
         "touched (several RoIs may share pixels: add, do not assign). "
@@ -143,7 +143,7 @@ EXERCISES = (
         "and the keypoint is visible; the target is c_y * m + c_x where valid, else 0 (paper Sec. 5)",
         ("tests/test_roi_heads.py",)),
     Exercise(
-        "ablation_2c", "Table 2c with your RoIAlign: RoIAlign vs RoIPool / RoIWarp at stride 16", "05_roi_align", 4,
+        "ablation_2c", "Table 2c with your RoIAlign: RoIAlign vs RoIPool / RoIWarp at stride 16", "05_roialign", 4,
         "implement roi_align_forward and roi_align_backward, then rerun the paper's Table 2c with "
         "them: python -m minimrcnn ablate 2c",
         ("tests/test_exercises.py",), kernels=("roi_align",),
