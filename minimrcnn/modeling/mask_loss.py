@@ -9,11 +9,11 @@ Three variants:
 * ``loss="sigmoid"`` (the paper's default, Table 2b "sigmoid"): per-pixel sigmoid and binary
   cross entropy on the channel of the RoI's ground-truth class $k$ only, averaged over the
   $m^2$ pixels of all positive RoIs:
-  $L_{mask} = rac{1}{P m^2} \sum_{i, p} \mathrm{BCE}(\sigma(z_{i,k_i,p}), y_{i,p})$.
+  $L_{mask} = \frac{1}{P m^2} \sum_{i, p} \mathrm{BCE}(\sigma(z_{i,k_i,p}), y_{i,p})$.
 * ``loss="softmax"`` (Table 2b "softmax", the FCN-style multinomial loss): at every pixel a
   softmax over the ``num_classes`` channels (channel 0 = background), and cross entropy with the
   pixel's class: $k_i$ where the target mask is $\ge 0.5$, background (0) elsewhere,
-  $L_{mask} = rac{1}{P m^2} \sum_{i,p} -\log \mathrm{softmax}(z_{i,\cdot,p})_{c_{i,p}}$.
+  $L_{mask} = \frac{1}{P m^2} \sum_{i,p} -\log \mathrm{softmax}(z_{i,\cdot,p})_{c_{i,p}}$.
   The classes now compete for every pixel, which is what the paper shows to hurt (-5.5 AP). At
   inference the mask of class $k$ is that softmax's probability of $k$.
 * ``class_agnostic=True`` (Section 4.2): the predictor has a single output channel, used for
