@@ -379,6 +379,7 @@ def run_table(table_id, seeds=3, iters=None, out_dir="tutorials/results", work_d
                 + f" ({record['train_seconds']:.0f} s)")
         results["records"].append(record)
         _save(path, results)
+        write_report(results, out_dir)          # the .md and .png follow every finished run
     _save(path, results)
     write_report(results, out_dir)
     return results
@@ -472,7 +473,12 @@ def render_markdown(table):
              f"Rerun by `python -m minimrcnn ablate {table['table']}` on the built-in {table['data']} data: "
              f"{table['iters']} iterations per run, seeds {seeds or 'none yet'}; AP in points "
              f"(COCOeval x 100) on the validation images, mean ± std over seeds.", "",
-             table["note"], ""]
+             table["note"], "",
+             "train s: the mean wall-clock seconds of a run's training iterations"
+             + (f" on {(table.get('machine') or {}).get('omp_num_threads')} thread(s)"
+                if (table.get("machine") or {}).get("omp_num_threads") else "")
+             + "; the machine was not always idle, so read them as rough costs (cpu_seconds in the "
+               "json is the process's CPU time).", ""]
     for task in table["tasks"]:
         if not any(task in r["tasks"] for r in rows):
             continue
