@@ -339,7 +339,7 @@ def run_table(table_id, seeds=3, iters=None, out_dir="tutorials/results", work_d
     work_dir = default_work_dir() if work_dir is None else os.fspath(work_dir)
     path = table_path(out_dir, table.id)
 
-    train_set, val_set = load_datasets(table.data, num_images=n_images)
+    train_set, val_set = load_datasets(table.data, num_images=n_images, progress=progress)
     results = _header(table, seeds, iters, n_images, train_set, val_set)
     if os.path.isfile(path):
         old = load_table(path)

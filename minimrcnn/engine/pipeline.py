@@ -23,16 +23,17 @@ DEFAULT_NUM_IMAGES = {"shapes": 1250, "persons": 1250}
 
 
 def load_datasets(data, images=None, val=None, val_images=None, num_images=None, image_size=128, seed=0,
-                  cache_dir=None):
+                  cache_dir=None, progress=True):
     """(train_set, val_set) for ``data``: "shapes" or "persons" (built-in synthetic data,
     generated once into the cache and reused), or the path of a COCO json with ``images`` its
     image folder (``val`` / ``val_images`` the same for validation; val_set is None without).
-    ``num_images`` / ``image_size`` / ``seed`` describe the synthetic sets (ignored otherwise)."""
+    ``num_images`` / ``image_size`` / ``seed`` describe the synthetic sets (ignored otherwise);
+    ``progress``: a bar while a synthetic set is generated (the first time only)."""
     from ..data import CocoDataset, synthetic_data
 
     if data in ("shapes", "persons"):
         n = DEFAULT_NUM_IMAGES[data] if num_images is None else num_images
-        paths = synthetic_data(data, n, seed=seed, image_size=image_size, cache_dir=cache_dir)
+        paths = synthetic_data(data, n, seed=seed, image_size=image_size, cache_dir=cache_dir, progress=progress)
         return (CocoDataset(paths["train"], paths["image_dir"]),
                 CocoDataset(paths["val"], paths["image_dir"]))
     if not os.path.isfile(os.fspath(data)):

@@ -40,7 +40,7 @@ from ..files import atomic_write
 from ..nn import init
 from ..weights import load_state_dict_file, save_state_dict
 
-__all__ = ["Trainer", "TrainingDiverged", "param_groups", "save_checkpoint", "load_checkpoint",
+__all__ = ["Trainer", "TrainingDiverged", "param_groups", "build_optimizer", "save_checkpoint", "load_checkpoint",
            "load_model", "read_metrics"]
 
 CHECKPOINT = "checkpoint.npz"
