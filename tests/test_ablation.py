@@ -132,3 +132,31 @@ def test_cli_lists_tables_and_refuses_mistakes_in_one_line(tmp_path):
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert text in r.stderr, r.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_a_diverged_seed_is_shown_and_left_out_of_the_means():
+    table = _fake_table([-3.0, -4.0, -5.0])
+    table["records"].append({"row": "b", "seed": 3, "diverged": "loss_box_reg = nan at iteration 412",
+                             "iterations": 411, "train_seconds": 80.0})
+    row = [r for r in summarize(table) if r["name"] == "b"][0]
+    assert row["n"] == 3 and row["diverged"] == [3]
+    assert row["tasks"]["segm"]["delta"] == pytest.approx(-4.0) and row["verdicts"]["segm"] == "reproduced"
+    md = ablation.render_markdown(table)
+    assert "| 3 (+1 diverged) |" in md and "b, seed 3: loss_box_reg = nan at iteration 412" in md
+
+
+def test_a_run_that_diverges_is_saved_as_a_result(dirs, monkeypatch):
+    from minimrcnn.engine import trainer
+
+    out, work = dirs
+
+    def diverge(self, values, iteration):
+        if iteration == 2:
+            raise trainer.TrainingDiverged(self._diverged("loss_mask = nan", iteration))
+    monkeypatch.setattr(trainer.Trainer, "_check_finite", diverge)
+    lines = []
+    table = run_table("2e", seeds=1, rows=["MLP"], out_dir=out, work_dir=work, log=lines.append, **TINY)
+    (rec,) = table["records"]
+    assert rec["diverged"] == "loss_mask = nan at iteration 2" and rec["iterations"] == 1
+    assert "segm" not in rec and any("diverged" in line for line in lines)
+    assert "diverged" in (out / "2e.md").read_text()

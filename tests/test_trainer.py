@@ -136,6 +136,25 @@ def test_a_nan_loss_stops_with_its_name_and_keeps_the_last_checkpoint(shapes, tm
     assert meta["iteration"] == 2
 
 
+def test_non_finite_logits_inside_the_model_stop_the_run_as_diverged(shapes, tmp_path):
+    """The RPN refuses non-finite objectness with a FloatingPointError before any loss exists;
+    the trainer reports it as a divergence at that iteration, like a NaN loss."""
+    train_set, _ = shapes
+    t = make_trainer(train_set, tmp_path, checkpoint_every=2)
+    forward = t.model.forward
+    calls = {"n": 0}
+
+    def blows_up(images, targets=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise FloatingPointError("RPN objectness has 12 non-finite logits of 12 (did training diverge?)")
+        return forward(images, targets)
+    t.model.forward = blows_up
+    with pytest.raises(TrainingDiverged, match=r"RPN objectness has 12 non-finite logits of 12 at iteration 3: "
+                                               r"training diverged; the last good checkpoint"):
+        t.train()
+
+
 def test_resume_refuses_another_config_and_a_missing_checkpoint(shapes, tmp_path):
     train_set, _ = shapes
     with pytest.raises(FileNotFoundError, match="no checkpoint"):

@@ -253,12 +253,18 @@ def train_one(cfg, train_set, val_set, run_dir, progress=True):
     """Train and evaluate one config in ``run_dir`` (resuming from its checkpoint if there is
     one). Returns the record's measured part, or None if the run was interrupted (Ctrl-C)."""
     from .pipeline import run_training
-    from .trainer import CHECKPOINT, read_metrics
+    from .trainer import CHECKPOINT, TrainingDiverged, read_metrics
 
     resume = os.path.isfile(os.path.join(run_dir, CHECKPOINT))
     t0, c0 = time.perf_counter(), time.process_time()
-    _, result = run_training(cfg, train_set, val_set, run_dir, resume=resume, checkpoint_every=CHECKPOINT_EVERY,
-                             progress=progress, pictures=False, verbose=False)
+    try:
+        _, result = run_training(cfg, train_set, val_set, run_dir, resume=resume,
+                                 checkpoint_every=CHECKPOINT_EVERY, progress=progress, pictures=False,
+                                 verbose=False)
+    except TrainingDiverged as e:       # a result too: this row and seed diverge (deterministically)
+        train_records, _ = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+        return {"diverged": str(e).split(": training diverged")[0], "iterations": len(train_records),
+                "train_seconds": round(sum(r["time"] for r in train_records), 1), "resumed": resume}
     if result["train"]["interrupted"]:
         return None
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -375,8 +381,11 @@ def run_table(table_id, seeds=3, iters=None, out_dir="tutorials/results", work_d
                 break
             record = {"row": name, "seed": seed, "key": key, "overrides": row.overrides, **measured,
                       "shared_from": None}
-            log("      " + ", ".join(f"{TASK_NAMES[t]} {100 * record[t]['AP']:.1f}" for t in TASKS if t in record)
-                + f" ({record['train_seconds']:.0f} s)")
+            if "diverged" in record:
+                log(f"      diverged: {record['diverged']} (saved as a result; no AP)")
+            else:
+                log("      " + ", ".join(f"{TASK_NAMES[t]} {100 * record[t]['AP']:.1f}" for t in TASKS
+                                         if t in record) + f" ({record['train_seconds']:.0f} s)")
         results["records"].append(record)
         _save(path, results)
         write_report(results, out_dir)          # the .md and .png follow every finished run
@@ -427,9 +436,12 @@ def summarize(table):
     for spec in table["rows"]:
         recs = by_row.get(spec["name"], {})
         base_recs = by_row.get(spec["vs"], {})
-        entry = {"name": spec["name"], "vs": spec["vs"], "n": len(recs), "overrides": spec["overrides"],
+        diverged = sorted(s for s, r in recs.items() if "diverged" in r)
+        entry = {"name": spec["name"], "vs": spec["vs"], "n": len(recs) - len(diverged), "diverged": diverged,
+                 "overrides": spec["overrides"],
                  "tasks": {}, "verdicts": {},
-                 "train_seconds": _mean_std([r.get("train_seconds") for r in recs.values()])[0]}
+                 "train_seconds": _mean_std([r.get("train_seconds") for r in recs.values()
+                                             if "diverged" not in r])[0]}
         for task in table["tasks"]:
             aps = {s: r[task] for s, r in recs.items() if task in r}
             if not aps and not (spec["paper"].get(task) and any(spec["paper"][task])):
@@ -495,7 +507,9 @@ def render_markdown(table):
                 f"{paper[0]:.1f}" + ("" if paper[1] is None else f" ({paper[1]:.1f}, {paper[2]:.1f})"))
             is_base = r["name"] == r["vs"]
             lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-                r["name"], _overrides_text(r["overrides"]), r["n"], _fmt(t["AP"]), _fmt(t["AP50"]),
+                r["name"], _overrides_text(r["overrides"]),
+                f"{r['n']}" + (f" (+{len(r['diverged'])} diverged)" if r["diverged"] else ""),
+                _fmt(t["AP"]), _fmt(t["AP50"]),
                 _fmt(t["AP75"]), "" if is_base else r["vs"],
                 "" if is_base else _fmt((t["delta"], t["delta_spread"])),
                 paper_text, "" if t["paper_delta"] is None else f"{t['paper_delta']:+.1f}",
@@ -517,6 +531,10 @@ def render_markdown(table):
         if pending:
             lines.append(f"- pending (fewer than 2 seeds): {', '.join(pending)}")
         lines.append("")
+    diverged = [rec for rec in table["records"] if "diverged" in rec]
+    if diverged:
+        lines += ["Runs that diverged (kept as results; their seeds are left out of the means and the deltas): "
+                  + "; ".join(f"{rec['row']}, seed {rec['seed']}: {rec['diverged']}" for rec in diverged) + ".", ""]
     shared = sorted({(rec["row"], rec["shared_from"]) for rec in table["records"] if rec.get("shared_from")})
     if shared:
         lines += ["Runs shared with other tables (the identical config was trained once): "

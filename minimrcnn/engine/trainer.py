@@ -49,7 +49,7 @@ METRICS = "metrics.jsonl"
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the message names the loss and the iteration."""
+    """A loss (or the RPN's logits) became NaN or infinite; the message names it and the iteration."""
 
 
 def param_groups(model, weight_decay):
@@ -307,7 +307,10 @@ class Trainer:
         """One SGD iteration on a batch; returns its metrics.jsonl record."""
         t0 = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
-        loss_dict = self.model(images, targets)
+        try:
+            loss_dict = self.model(images, targets)
+        except FloatingPointError as e:     # a stage met non-finite values before any loss (the RPN's logits)
+            raise TrainingDiverged(self._diverged(str(e).split(" (")[0], self.iteration + 1)) from e
         values = {k: float(v.item()) for k, v in loss_dict.items()}
         self._check_finite(values, self.iteration + 1)
         total = _sum(loss_dict.values())                    # L = L_cls + L_box + L_mask + RPN's
@@ -378,11 +381,13 @@ class Trainer:
     def _check_finite(self, values, iteration):
         for name, value in values.items():
             if not math.isfinite(value):
-                kept = (f"the last good checkpoint ({self.checkpoint_path}) is kept"
-                        if os.path.isfile(self.checkpoint_path) else "no checkpoint had been written yet")
-                raise TrainingDiverged(f"{name} = {value} at iteration {iteration}: training diverged; "
-                                       f"{kept}. Try a smaller base_lr (now {self.cfg.base_lr}) or a longer "
-                                       f"warmup (warmup_iters={self.cfg.warmup_iters})")
+                raise TrainingDiverged(self._diverged(f"{name} = {value}", iteration))
+
+    def _diverged(self, what, iteration):
+        kept = (f"the last good checkpoint ({self.checkpoint_path}) is kept"
+                if os.path.isfile(self.checkpoint_path) else "no checkpoint had been written yet")
+        return (f"{what} at iteration {iteration}: training diverged; {kept}. Try a smaller base_lr "
+                f"(now {self.cfg.base_lr}) or a longer warmup (warmup_iters={self.cfg.warmup_iters})")
 
     @staticmethod
     def _check_args(train_set, val_set, eval_every, checkpoint_every, eval_images):
