@@ -77,7 +77,9 @@ setup(
     install_requires=["numpy>=1.24", "pycocotools>=2.0.7", "matplotlib>=3.7", "Pillow>=9.5",
                       "tqdm>=4.65"],
     extras_require={
-        "test": ["pytest>=7", "nbclient>=0.9", "ipykernel>=6", "nbformat>=5"],
+        # cython + setuptools: tests/test_exercises.py builds a kernel in a student copy, as an
+        # instructor's machine must (pip's isolated build env does not leave them installed)
+        "test": ["pytest>=7", "nbclient>=0.9", "ipykernel>=6", "nbformat>=5", "cython>=3.0", "setuptools>=64"],
         "gpu": ["cupy-cuda12x>=13"],
         "parity": ["torchvision==0.29.2"],
     },
