@@ -464,11 +464,11 @@ def summarize(table):
     return out
 
 
-def _fmt(mean_std, digits=1):
+def _fmt(mean_std, digits=1, signed=False):
     mean, std = mean_std if isinstance(mean_std, tuple) else (mean_std, None)
     if mean is None:
         return "-"
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+    return f"{mean:{'+' if signed else ''}.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
 def _overrides_text(overrides):
@@ -511,7 +511,7 @@ def render_markdown(table):
                 f"{r['n']}" + (f" (+{len(r['diverged'])} diverged)" if r["diverged"] else ""),
                 _fmt(t["AP"]), _fmt(t["AP50"]),
                 _fmt(t["AP75"]), "" if is_base else r["vs"],
-                "" if is_base else _fmt((t["delta"], t["delta_spread"])),
+                "" if is_base else _fmt((t["delta"], t["delta_spread"]), signed=True),
                 paper_text, "" if t["paper_delta"] is None else f"{t['paper_delta']:+.1f}",
                 r["verdicts"].get(task, ""), _fmt(r["train_seconds"], 0)))
         lines.append("")
