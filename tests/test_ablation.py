@@ -160,3 +160,22 @@ def test_a_run_that_diverges_is_saved_as_a_result(dirs, monkeypatch):
     assert rec["diverged"] == "loss_mask = nan at iteration 2" and rec["iterations"] == 1
     assert "segm" not in rec and any("diverged" in line for line in lines)
     assert "diverged" in (out / "2e.md").read_text()
+
+
+def test_ctrl_c_in_a_run_saves_and_stops_the_command(dirs, monkeypatch):
+    """A run cut by Ctrl-C (the trainer saves and returns "interrupted") stops run_table with
+    KeyboardInterrupt after the finished runs are saved, so `ablate 2b 2e` does not go on."""
+    out, work = dirs
+    calls = []
+
+    def train_one(cfg, train_set, val_set, run_dir, progress=True):
+        calls.append(run_dir)
+        if len(calls) == 2:
+            return None
+        return {"segm": {"AP": 0.5, "AP50": 0.7, "AP75": 0.5}, "iterations": 2, "train_seconds": 1.0}
+    monkeypatch.setattr(ablation, "train_one", train_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_table("2b", seeds=2, out_dir=out, work_dir=work, log=lambda line: None, **TINY)
+    saved = json.loads((out / "2b.json").read_text())
+    assert [(r["row"], r["seed"]) for r in saved["records"]] == [("softmax", 0)]
+    assert (out / "2b.md").is_file()

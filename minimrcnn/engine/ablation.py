@@ -323,7 +323,9 @@ def run_table(table_id, seeds=3, iters=None, out_dir="tutorials/results", work_d
     schedule, the rows with their overrides and the paper's numbers) and ``records``, one per
     finished (row, seed): row, seed, key, per task {AP, AP50, AP75} (fractions, as COCOeval),
     iterations, train_seconds, eval_seconds, cpu_seconds, images_per_second, shared_from.
-    Raises :class:`TableMismatch` if ``TABLE.json`` exists with another ``iters`` / data size.
+    Raises :class:`TableMismatch` if ``TABLE.json`` exists with another ``iters`` / data size, and
+    KeyboardInterrupt after saving when a run is stopped by Ctrl-C (so that ``ablate 2a 6`` stops
+    too, instead of going on with the next table).
     """
     from ..checks import positive_int
     from .pipeline import DEFAULT_NUM_IMAGES, load_datasets
@@ -375,10 +377,12 @@ def run_table(table_id, seeds=3, iters=None, out_dir="tutorials/results", work_d
             run_dir = os.path.join(work_dir, key)
             log(f"  [{i + 1}/{len(todo)}] {name!r} seed {seed}: training in {run_dir}")
             measured = train_one(cfg, train_set, val_set, run_dir, progress=progress)
-            if measured is None:
+            if measured is None:            # Ctrl-C: the trainer saved its checkpoint; stop everything
+                _save(path, results)
+                write_report(results, out_dir)
                 log(f"interrupted: {len(results['records'])} runs are saved in {path}; "
                     f"the same command resumes")
-                break
+                raise KeyboardInterrupt
             record = {"row": name, "seed": seed, "key": key, "overrides": row.overrides, **measured,
                       "shared_from": None}
             if "diverged" in record:
