@@ -78,6 +78,7 @@ def test_a_table_is_written_resumed_and_shared(dirs):
     shared = [r for r in agn["records"] if r["row"] == "class-specific"]
     sigmoid0 = [r for r in table["records"] if r["row"] == "sigmoid" and r["seed"] == 0][0]
     assert shared[0]["shared_from"] == "2b" and shared[0]["segm"] == sigmoid0["segm"]
+    assert shared[0]["overrides"] == TABLES["agnostic"].row("class-specific").overrides
     assert any("shared" in line for line in lines)
 
     with pytest.raises(TableMismatch, match="holds runs of 2 iterations on 8 images, not 3 on 8"):

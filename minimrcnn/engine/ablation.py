@@ -370,7 +370,8 @@ def run_table(table_id, seeds=3, iters=None, out_dir="tutorials/results", work_d
         shared = _shared_record(out_dir, key, table.id)
         if shared is not None:
             source, rec = shared
-            record = {**rec, "row": name, "seed": seed, "shared_from": rec.get("shared_from") or source}
+            record = {**rec, "row": name, "seed": seed, "overrides": row.overrides,
+                      "shared_from": rec.get("shared_from") or source}
             log(f"  [{i + 1}/{len(todo)}] {name!r} seed {seed}: the same run as table {source}'s "
                 f"{rec['row']!r}, shared")
         else:
