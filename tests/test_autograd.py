@@ -554,6 +554,33 @@ def test_getitem_error_names_shape():
         Tensor(np.ones((3, 4)))[5]
 
 
+@pytest.mark.parametrize("index", [
+    np.array([2, 0, 3, 1]),                            # a permutation: the assignment path
+    np.array([-1, 0]),                                 # distinct rows, one negative
+    np.array([3, -1]),                                 # row 3 twice (-1 is 3): the scatter-add
+    np.array([1, 1, 0]),
+    (slice(None), np.array([4, 0, 2])),                # distinct columns
+    (slice(None), np.array([4, -1, 2])),               # column 4 twice
+    (1, np.array([0, 0])),
+    (np.array([0, 1]), np.array([1, 1])),              # two arrays: (0, 1) and (1, 1)
+    (np.array([0, 0]), np.array([1, 1])),              # the same element twice
+    np.arange(20).reshape(4, 5) % 3 == 0,              # boolean mask
+    (Ellipsis, np.array([1, 1])),
+    [0, 0, 2],                                         # a list
+    (slice(None, None, -1), np.array([2, 2])),
+], ids=lambda i: repr(i).replace("\n", "")[:40])
+def test_getitem_backward_equals_the_scatter_add(index):
+    # the backward assigns where each element is read at most once, else scatter-adds:
+    # both must give np.add.at's gradient exactly
+    x = Tensor(np.random.default_rng(0).standard_normal((4, 5)), requires_grad=True)
+    y = x[index]
+    gy = np.random.default_rng(1).standard_normal(y.shape)
+    y.backward(gy)
+    expected = np.zeros((4, 5))
+    np.add.at(expected, index if not isinstance(index, list) else np.array(index), gy)
+    np.testing.assert_array_equal(x.grad, expected)
+
+
 def test_split_and_squeeze_errors():
     with pytest.raises(ValueError, match=r"(?s)\[2, 2\].*4.*5"):
         F.split(Tensor(np.ones((5, 2))), [2, 2])

@@ -212,7 +212,7 @@ PACKED_CASES = [
 
 
 def _packed_budget(case, dtype):
-    """A band_bytes that packs exactly two images per GEMM (so: 2, 2, 1 images for N = 5)."""
+    """A pack_bytes that packs exactly two images per GEMM (so: 2, 2, 1 images for N = 5)."""
     (N, C, H, W), (O, kh, kw), stride, padding, dilation, groups = case
     Ho, Wo = conv_module._conv_out_hw(H, W, kh, kw, _pair(stride), _pair(padding), _pair(dilation))
     return 2 * (C * kh * kw + O) * Ho * Wo * np.dtype(dtype).itemsize
@@ -227,8 +227,8 @@ def test_conv2d_packed_images_match_reference(case, budget, dtype, monkeypatch):
     xs, (O, kh, kw), stride, padding, dilation, groups = case
     args = _pair(stride), _pair(padding), _pair(dilation), groups
     if budget == "pairs":
-        for name in ("band_bytes", "grad_input_pack_bytes"):
-            monkeypatch.setattr(conv_module._CPU, name, _packed_budget(case, dtype))
+        monkeypatch.setattr(conv_module._CPU, "pack_bytes", _packed_budget(case, dtype))
+        monkeypatch.setattr(conv_module._CPU, "min_pack_columns", 0)
     cpu, ref = conv_module._CPU, conv_module._Reference
     rng = np.random.default_rng(5)
     x = rng.standard_normal(xs).astype(dtype)
@@ -236,7 +236,7 @@ def test_conv2d_packed_images_match_reference(case, budget, dtype, monkeypatch):
     b = rng.standard_normal(O).astype(dtype)
     y_ref = ref.forward(x, w, *args) + b.reshape(1, -1, 1, 1)
     Ho, Wo = y_ref.shape[2:]
-    units = cpu._units(xs[0], Ho, Wo, xs[1] * kh * kw, O, x.itemsize, cpu.band_bytes)[0]
+    units = cpu._units(xs[0], Ho, Wo, xs[1] * kh * kw, O, x.itemsize)[0]
     assert [n1 - n0 for n0, n1, _, _ in units] == ([5] if budget == "all" else [2, 2, 1])
     gy = rng.standard_normal(y_ref.shape).astype(dtype)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
@@ -255,7 +255,7 @@ def test_conv_transpose2d_packed_images_match_reference(budget, monkeypatch):
     """conv_transpose2d runs the same three products: several images per GEMM, or (tiny
     budget) one image per GEMM in one-row bands, both equal to the reference path."""
     if budget == "tiny":
-        for name in ("band_bytes", "grad_input_pack_bytes", "min_band_columns"):
+        for name in ("band_bytes", "pack_bytes", "min_pack_columns", "min_band_columns"):
             monkeypatch.setattr(conv_module._CPU, name, 1)
     rng = np.random.default_rng(6)
     x, w, b = rng.standard_normal((6, 4, 4, 3)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(6)
@@ -280,7 +280,7 @@ def test_conv2d_pointwise_bands_match_reference(monkeypatch):
     rng = np.random.default_rng(7)
     x, w, gy = rng.standard_normal((1, 4, 5, 3)), rng.standard_normal((6, 4, 1, 1)), rng.standard_normal((1, 6, 5, 3))
     args = (1, 1), (0, 0), (1, 1), 1
-    assert len(cpu._units(1, 5, 3, 4, 6, 8, 1)[0]) == 5          # one unit per row
+    assert len(cpu._units(1, 5, 3, 4, 6, 8)[0]) == 5          # one unit per row
     np.testing.assert_allclose(cpu.forward(x, w, None, *args), ref.forward(x, w, *args), rtol=1e-12)
     np.testing.assert_allclose(cpu.grad_input(gy, w, x.shape, *args), ref.grad_input(gy, w, x.shape, *args),
                                rtol=1e-12)

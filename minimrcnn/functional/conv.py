@@ -197,12 +197,15 @@ class _CPU:
     # kept between calls (see _scratch) so that it is not page-faulted in again every time.
     band_bytes = 1 << 26
     min_band_columns = 1024       # never thinner GEMMs than this
-    # grad_input packs fewer images: col2im (or the unpacking copy) reads the GEMM's output
-    # back at once, and that pays only while it is still in cache. With 64 MB packs grad_input
-    # ran up to 1.8x slower than image by image (1x1 2048->512 at 7x7); with ~2 MB packs it
-    # was as fast or up to 1.4x faster. (forward and grad_weight gain most from big packs.)
-    grad_input_pack_bytes = 1 << 21
-
+    # Packs of small images. A pack's columns are written by im2col and read by the GEMM at
+    # once, which pays while they are still in cache: packs of ~4 MB ran forward and
+    # grad_weight of the classroom mask head (64 RoIs of 64 x 14 x 14) 20-25% faster than one
+    # pack of all images, and grad_input (which reads the GEMM's output back for col2im) up to
+    # 1.8x faster (1x1 2048->512 at 7x7). But a GEMM needs some width: a pack holds at least
+    # min_pack_columns pixels (R-50's 256-channel mask head lost 25% in grad_weight with 2-image
+    # packs). Measured on 1 thread of this 2-core machine (benchmarks/bench_train.py, bench_conv.py).
+    pack_bytes = 1 << 22
+    min_pack_columns = 4096
 
     @staticmethod
     def _is_pointwise(kh, kw, stride, padding):
@@ -217,16 +220,17 @@ class _CPU:
         return [(h0, min(Ho, h0 + rows)) for h0 in range(0, Ho, rows)], rows
 
     @classmethod
-    def _units(cls, N, Ho, Wo, R, P, itemsize, pack_bytes):
+    def _units(cls, N, Ho, Wo, R, P, itemsize):
         """Work units (n0, n1, h0, h1) -- images [n0, n1), output rows [h0, h1) -- and the
         scratch sizes (columns, packed output) in elements.
 
         R = G*K rows of columns and P = G*Og rows of packed output per pixel. If two or more
-        whole images fit in pack_bytes, the batch is cut into equal groups of whole images;
-        otherwise every image is a unit per band of rows (see _bands), nothing is packed.
+        whole images fit in pack_bytes (or are needed for min_pack_columns pixels), the batch
+        is cut into equal groups of whole images; otherwise every image is a unit per band of
+        rows (see _bands), nothing is packed.
         """
         L = Ho * Wo
-        fit = pack_bytes // max(1, (R + P) * L * itemsize)
+        fit = max(cls.pack_bytes // max(1, (R + P) * L * itemsize), -(-cls.min_pack_columns // max(1, L)))
         if N >= 2 and fit >= 2:
             per = -(-N // -(-N // fit))               # ceil(N / number of units)
             units = [(n0, min(N, n0 + per), 0, Ho) for n0 in range(0, N, per)]
@@ -285,7 +289,7 @@ class _CPU:
         bias = None if b is None else b.reshape(G, Og, 1)
         if not cls._is_pointwise(kh, kw, stride, padding):
             x = np.ascontiguousarray(x)               # im2col reads C-ordered images
-        units, ncols, nout = cls._units(N, Ho, Wo, G * K, G * Og, x.itemsize, cls.band_bytes)
+        units, ncols, nout = cls._units(N, Ho, Wo, G * K, G * Og, x.itemsize)
         buf = _scratch(ncols + nout, x.dtype)
         for n0, n1, h0, h1 in units:
             cols = cls._columns(x, n0, n1, h0, h1, Wo, buf[:ncols],
@@ -308,8 +312,7 @@ class _CPU:
         C, H, W = x_shape[1:]
         wt = np.ascontiguousarray(w.reshape(G, Og, K).transpose(0, 2, 1))   # (G, K, Og)
         gy = gy.reshape(N, G, Og, Ho * Wo)
-        units, ncols, nout = cls._units(N, Ho, Wo, G * K, G * Og, gy.itemsize,
-                                        cls.grad_input_pack_bytes)
+        units, ncols, nout = cls._units(N, Ho, Wo, G * K, G * Og, gy.itemsize)
         buf = _scratch(ncols + nout, gy.dtype)
         if cls._is_pointwise(kh, kw, stride, padding):     # dx is W^T @ dy itself
             gx = np.empty((N, G, K, H * W), dtype=gy.dtype)
@@ -343,7 +346,7 @@ class _CPU:
         gw = np.zeros((G, Og, K), dtype=gy.dtype)
         if not cls._is_pointwise(kh, kw, stride, padding):
             x = np.ascontiguousarray(x)
-        units, ncols, nout = cls._units(N, Ho, Wo, G * K, G * Og, x.itemsize, cls.band_bytes)
+        units, ncols, nout = cls._units(N, Ho, Wo, G * K, G * Og, x.itemsize)
         buf = _scratch(ncols + nout, x.dtype)
         for n0, n1, h0, h1 in units:
             cols = cls._columns(x, n0, n1, h0, h1, Wo, buf[:ncols],

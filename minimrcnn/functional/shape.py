@@ -98,7 +98,12 @@ class Stack(Function):
 
 class GetItem(Function):
     """$y = x[\\text{index}]$ (basic or advanced NumPy indexing); backward scatter-adds
-    $g$ into zeros, so repeated indices accumulate."""
+    $g$ into zeros, so repeated indices accumulate.
+
+    The scatter-add (``add.at``) is slow; where every element of x is picked at most once -- a
+    boolean mask, slices and integers, or one integer array of distinct rows (the poolers put
+    RoIs back in order with a permutation) -- assigning $g$ is the same sum, and that is done.
+    """
     def __init__(self, index):
         self.index = index
 
@@ -112,8 +117,35 @@ class GetItem(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         gx = xp.zeros(self.shape, self.dtype)
-        xp.add.at(gx, self.index, gy)
+        if _picks_once(self.index, self.shape):
+            gx[self.index] = gy
+        else:
+            xp.add.at(gx, self.index, gy)
         return gx
+
+
+def _picks_once(index, shape):
+    """True if ``x[index]`` (x of ``shape``) reads no element twice: basic indices only (ints,
+    slices, None), a boolean mask, or basic indices and one 1-D integer array of distinct
+    positions along the axis it indexes. Anything else (lists, several arrays, Ellipsis
+    before an array) answers False: the general scatter-add."""
+    parts = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(p, list) for p in parts):
+        return False
+    arrays = [k for k, p in enumerate(parts) if getattr(p, "ndim", 0) > 0]
+    if not arrays:
+        return True
+    if len(arrays) > 1:
+        return False
+    k = arrays[0]
+    a = parts[k]
+    if a.dtype == bool:
+        return True
+    if a.dtype.kind not in "iu" or a.ndim != 1 or any(p is Ellipsis for p in parts[:k]):
+        return False
+    axis = sum(1 for p in parts[:k] if p is not None)      # ints and slices before it use an axis
+    xp = get_array_module(a)
+    return int(xp.unique(a % shape[axis]).size) == int(a.size)
 
 
 class Gather(Function):
@@ -295,6 +327,8 @@ register_case("getitem", "basic_slices", lambda x: getitem(x, (slice(None), 1, s
               lambda r: [r.standard_normal((2, 3, 5))])
 register_case("getitem", "repeated_indices", lambda x: getitem(x, np.array([0, 2, 2, 1, 0])),
               lambda r: [r.standard_normal((3, 4))])
+register_case("getitem", "distinct_rows", lambda x: getitem(x, np.array([2, 0, -2])),
+              lambda r: [r.standard_normal((4, 3))])
 register_case("getitem", "boolean_mask", lambda x: getitem(x, np.arange(12).reshape(3, 4) % 5 < 2),
               lambda r: [r.standard_normal((3, 4))])
 register_case("gather", "dim1_repeats", lambda x: gather(x, 1, np.array([[0, 0, 2], [1, 3, 3], [2, 1, 0]])),
