@@ -18,7 +18,9 @@ Printed per state: the median seconds of forward, backward, SGD step and the who
 each library and the ratio ours / torch (the goal: <= 1.0); the GEMM FLOPs of one step
 (convolutions and matrix products, forward and backward, counted by torch's FlopCounterMode on
 the torch step) and the GFLOP/s each library reaches, beside the machine's GEMM peak (a
-float32 1024^3 matmul on the same threads, NumPy's BLAS and torch's).
+float32 1024^3 matmul on the same threads, NumPy's BLAS and torch's). The FLOPs are those of
+direct convolution; our 3x3 stride-1 convolutions use Winograd's F(2x2, 3x3), which multiplies
+2.25x less, so our figure is an effective rate and may exceed what its GEMMs run at.
 
     python benchmarks/bench_train.py                 # 10 timed steps per state
     python benchmarks/bench_train.py --steps 20 --checkpoint minimrcnn-demo/checkpoint.npz
@@ -290,7 +292,8 @@ def main():
         t_ours, t_torch, flops = measure(torch, cfg, batches, lr, weights, args.steps,
                                          f"{state} ({os.path.basename(weights) if weights else 'initial weights'})",
                                          profile=args.profile)
-        print(f"GEMM FLOPs of one step: {flops / 1e9:.2f} GFLOP -> ours {flops / t_ours / 1e9:.1f} GFLOP/s, "
+        print(f"GEMM FLOPs of one step (direct convolution): {flops / 1e9:.2f} GFLOP -> ours "
+              f"{flops / t_ours / 1e9:.1f} GFLOP/s (effective: Winograd multiplies less), "
               f"torch {flops / t_torch / 1e9:.1f} GFLOP/s (peak {peak_np:.1f} / {peak_torch:.1f}); "
               f"ours / torch = {t_ours / t_torch:.2f}; ours {cfg.ims_per_batch / t_ours:.1f} images/s")
 

@@ -20,13 +20,20 @@ from minimrcnn.functional.pooling import max_pool2d
 from .conftest import CUPY
 
 
-@pytest.fixture(params=["compiled", "reference"] + (["cupy"] if CUPY is not None else []))
+@pytest.fixture(params=["compiled", "im2col", "reference"] + (["cupy"] if CUPY is not None else []))
 def path(request, monkeypatch):
-    """'compiled' (NumPy, ext/conv.pyx), 'reference' (NumPy through the xp code) or 'cupy'."""
+    """'compiled' (NumPy: ext/winograd.pyx for 3x3 stride 1, else ext/conv.pyx), 'im2col' (the
+    compiled path without Winograd), 'reference' (NumPy through the xp code) or 'cupy'."""
+    if request.param == "im2col":
+        _no_winograd(monkeypatch)
     if request.param == "reference":
         monkeypatch.setattr(conv_module, "_use_cpu", lambda a: False)
         monkeypatch.setattr(pooling_module, "_use_cpu", lambda a: False)
     return request.param
+
+
+def _no_winograd(monkeypatch):
+    monkeypatch.setattr(conv_module._CPU, "_is_winograd", classmethod(lambda cls, *args: False))
 
 
 def _tensor(a, path):
@@ -226,6 +233,7 @@ def test_conv2d_packed_images_match_reference(case, budget, dtype, monkeypatch):
     lone one) gives _Reference's forward, grad_input and grad_weight."""
     xs, (O, kh, kw), stride, padding, dilation, groups = case
     args = _pair(stride), _pair(padding), _pair(dilation), groups
+    _no_winograd(monkeypatch)                  # the packing of im2col (Winograd: its own tests)
     if budget == "pairs":
         monkeypatch.setattr(conv_module._CPU, "pack_bytes", _packed_budget(case, dtype))
         monkeypatch.setattr(conv_module._CPU, "min_pack_columns", 0)
@@ -432,6 +440,83 @@ def test_bad_input_names_argument_and_value(call, error, words):
     with pytest.raises(error) as info:
         call()
     assert words in str(info.value)
+
+
+# ---- Winograd F(2x2, 3x3) (ext/winograd.pyx) ----------------------------------------------------
+# (N, C, H, W), O, padding
+WINOGRAD_CASES = [
+    ((5, 4, 6, 5), 6, 1),                      # odd width: the last tile column is half outside
+    ((3, 3, 7, 7), 2, (0, 2)),                 # padding 0 and 2 (grad_input pads by 2 and 0)
+    ((2, 5, 9, 4), 3, (2, 1)),
+    ((4, 2, 1, 1), 3, 1),                      # 1x1 images: one tile, mostly padding
+    ((1, 6, 3, 8), 4, 0),                      # one output row
+    ((6, 8, 14, 14), 8, 1),                    # the mask head's 14x14
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("units", ["one", "per_image"])
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: f"{c[0]}-O{c[1]}-p{c[2]}")
+def test_winograd_matches_reference(case, units, dtype, monkeypatch):
+    """Forward (with bias), grad_input and grad_weight of a 3x3 stride-1 convolution by Winograd
+    equal _Reference's (im2col), with all images in one unit of tiles or one image per unit
+    (the weight gradient then sums over the units)."""
+    xs, O, padding = case
+    cpu, ref = conv_module._CPU, conv_module._Reference
+    args = (1, 1), _pair(padding), (1, 1), 1
+    if units == "per_image":
+        monkeypatch.setattr(cpu, "pack_bytes", 1)
+        monkeypatch.setattr(cpu, "min_pack_columns", 0)
+        assert cpu._winograd_images(xs[0], 16 * (xs[1] + O), 4, 8) == 1
+    assert cpu._is_winograd(xs, (O, xs[1], 3, 3), *args, np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((O, xs[1], 3, 3)).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype)
+    y_ref = ref.forward(x, w, *args) + b.reshape(1, -1, 1, 1)
+    gy = rng.standard_normal(y_ref.shape).astype(dtype)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    y = cpu.forward(x, w, b, *args)
+    gx = cpu.grad_input(gy, w, xs, *args)
+    gw = cpu.grad_weight(gy, x, (3, 3), *args)
+    assert y.dtype == gx.dtype == gw.dtype == dtype
+    np.testing.assert_allclose(y, y_ref, **tol)
+    np.testing.assert_allclose(gx, ref.grad_input(gy, w, xs, *args), **tol)
+    np.testing.assert_allclose(gw, ref.grad_weight(gy, x, (3, 3), *args), **tol)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation, groups", [
+    ((1, 4, 8, 8), (4, 4, 3, 3), (2, 2), (1, 1), (1, 1), 1),     # stride 2
+    ((1, 4, 8, 8), (4, 4, 3, 3), (1, 1), (3, 3), (1, 1), 1),     # padding 3: grad_input would need -1
+    ((1, 4, 8, 8), (4, 4, 3, 3), (1, 1), (1, 1), (2, 2), 1),     # dilation
+    ((1, 4, 8, 8), (4, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2),     # groups
+    ((1, 4, 8, 8), (4, 4, 5, 5), (1, 1), (2, 2), (1, 1), 1),     # 5x5
+    ((1, 4, 8, 8), (4, 4, 3, 1), (1, 1), (1, 0), (1, 1), 1),     # 3x1
+    ((1, 256, 200, 304), (256, 256, 3, 3), (1, 1), (1, 1), (1, 1), 1),   # one image's tiles > band_bytes
+])
+def test_winograd_only_where_it_applies(x_shape, w_shape, stride, padding, dilation, groups):
+    assert not conv_module._CPU._is_winograd(x_shape, w_shape, stride, padding, dilation, groups, 4)
+
+
+def test_winograd_kernels_check_shapes():
+    from minimrcnn._ext import cpu_module
+    kernels = cpu_module("winograd")
+    x = _f(2, 3, 6, 5)                                   # output 6 x 5 with padding 1: 3 x 3 tiles
+    with pytest.raises(ValueError, match="16 positions"):
+        kernels.input_tiles(x, _f(15, 3, 2, 3, 3), 1, 1)
+    with pytest.raises(ValueError, match="tiles are of 2 images of 4 channels, but .* holds 2 images of 3"):
+        kernels.input_tiles(x, _f(16, 4, 2, 3, 3), 1, 1)
+    with pytest.raises(ValueError, match="do not cover an output of 6 x 5"):
+        kernels.input_tiles(x, _f(16, 3, 2, 3, 2), 1, 1)
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        kernels.input_tiles(x, _f(16, 3, 2, 2, 2), -1, 1)
+    y = _f(2, 4, 6, 5)
+    with pytest.raises(ValueError, match="bias has 3 values for 4 output channels"):
+        kernels.output_tiles(_f(16, 4, 2, 3, 3), y, _f(3))
+    with pytest.raises(ValueError, match="do not cover an output of 6 x 5"):
+        kernels.output_tiles(_f(16, 4, 2, 4, 3), y, _f(0))
+    with pytest.raises(ValueError, match="tiles are of 3 images of 4 channels, but .* holds 2 images of 4"):
+        kernels.gradient_tiles(y, _f(16, 4, 3, 3, 3))
 
 
 def test_compiled_kernels_check_shapes():

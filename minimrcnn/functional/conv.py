@@ -36,6 +36,10 @@ Two implementations share these formulas:
   are packed side by side into one matrix, so that each product is one large GEMM rather
   than many thin ones. The GEMMs are NumPy's BLAS (multithreaded); the band copies are
   serial: a few percent of the GEMM time at 256+ output channels, more at 64-128.
+  3x3 stride-1 convolutions of images small enough (the classroom network, the RoI heads)
+  take Winograd's F(2x2, 3x3) instead (ext/winograd.pyx, its docstring has the algebra): the
+  input cut into overlapping 4x4 tiles and transformed, 16 GEMMs of 4 multiply-adds per output
+  pixel and tap pair instead of 9, and transformed back; 1.2-1.4x faster than im2col there.
 
 On ResNet-50-FPN's shapes at 800x1216 this runs at about the speed of one BLAS GEMM of the
 same size, and about as fast as torch's CPU convolution (benchmarks/bench_conv.py).
@@ -280,6 +284,8 @@ class _CPU:
 
     @classmethod
     def forward(cls, x, w, b, stride, padding, dilation, groups):
+        if cls._is_winograd(x.shape, w.shape, stride, padding, dilation, groups, x.itemsize):
+            return cls._winograd_forward(x, w, b, padding)
         N, C, H, W = x.shape
         O, Cg, kh, kw = w.shape
         G, Og, K = groups, O // groups, Cg * kh * kw
@@ -306,6 +312,11 @@ class _CPU:
 
     @classmethod
     def grad_input(cls, gy, w, x_shape, stride, padding, dilation, groups):
+        if cls._is_winograd(x_shape, w.shape, stride, padding, dilation, groups, gy.itemsize):
+            # stride 1: dx is the correlation of dy (padded by 2 - p) with the kernel flipped in
+            # space and transposed in its channels -- a forward convolution itself
+            flipped = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+            return cls._winograd_forward(gy, flipped, None, (2 - padding[0], 2 - padding[1]))
         N, O, Ho, Wo = gy.shape
         _, Cg, kh, kw = w.shape
         G, Og, K = groups, O // groups, Cg * kh * kw
@@ -337,6 +348,9 @@ class _CPU:
 
     @classmethod
     def grad_weight(cls, gy, x, kernel_size, stride, padding, dilation, groups):
+        if cls._is_winograd(x.shape, (gy.shape[1], x.shape[1]) + tuple(kernel_size), stride, padding, dilation,
+                            groups, x.itemsize):
+            return cls._winograd_grad_weight(gy, x, padding)
         N, C, H, W = x.shape
         O, Ho, Wo = gy.shape[1], gy.shape[2], gy.shape[3]
         (kh, kw), G = kernel_size, groups
@@ -354,6 +368,94 @@ class _CPU:
             gyp = cls._pack(gy, n0, n1, h0 * Wo, h1 * Wo, buf[ncols:])    # (G, Og, nb*band)
             gw += _matmul_abt(gyp, cols)        # the sum over images is inside the GEMM
         return gw.reshape(O, Cg, kh, kw)
+
+    # ---- Winograd F(2x2, 3x3) ------------------------------------------------------------
+    @classmethod
+    def _is_winograd(cls, x_shape, w_shape, stride, padding, dilation, groups, itemsize):
+        """3x3, stride 1, no dilation, one group, padding <= 2 (grad_input is then a forward
+        with padding 2 - p), and one image's tiles (16 x (C + O) x tiles) within band_bytes;
+        larger images stay on the banded im2col path (no bands of tiles here)."""
+        if not (tuple(w_shape[2:]) == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1
+                and max(padding) <= 2 and cpu_module("winograd") is not None):
+            return False
+        H, W = x_shape[2] + 2 * padding[0] - 2, x_shape[3] + 2 * padding[1] - 2
+        if H < 1 or W < 1:
+            return False
+        tiles = ((H + 1) // 2) * ((W + 1) // 2)
+        return 16 * (w_shape[0] + w_shape[1]) * tiles * itemsize <= cls.band_bytes
+
+    @classmethod
+    def _winograd_images(cls, N, rows, tiles, itemsize):
+        """Images per unit: ~pack_bytes of tile transforms (rows = 16 (C + O) per tile), but
+        at least min_pack_columns / 4 tiles per GEMM, and at least one image."""
+        fit = max(cls.pack_bytes // max(1, rows * tiles * itemsize), -(-cls.min_pack_columns // (4 * tiles)))
+        return max(1, min(N, fit))
+
+    @classmethod
+    def _winograd_forward(cls, x, w, b, padding):
+        """y = conv(x, w) + b, 3x3, stride 1: per unit of images, V = B^T d B of every tile,
+        M[xi] = U[xi] @ V[xi] for the 16 tile positions xi, y = A^T M A (ext/winograd.pyx)."""
+        kernels = cpu_module("winograd")
+        N, C, H, W = x.shape
+        O = w.shape[0]
+        ph, pw = padding
+        Ho, Wo = H + 2 * ph - 2, W + 2 * pw - 2
+        th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+        U = _winograd_weights(w)                                            # (16, O, C)
+        x = np.ascontiguousarray(x)
+        y = np.empty((N, O, Ho, Wo), dtype=x.dtype)
+        bias = np.empty(0, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+        per = cls._winograd_images(N, 16 * (C + O), th * tw, x.itemsize)
+        buf = _scratch(16 * (C + O) * per * th * tw, x.dtype)
+        for n0 in range(0, N, per):
+            n1 = min(N, n0 + per)
+            T = (n1 - n0) * th * tw
+            V = buf[:16 * C * T].reshape(16, C, n1 - n0, th, tw)
+            kernels.input_tiles(x[n0:n1], V, ph, pw)
+            M = np.matmul(U, V.reshape(16, C, T), out=buf[16 * C * T:16 * (C + O) * T].reshape(16, O, T))
+            kernels.output_tiles(M.reshape(16, O, n1 - n0, th, tw), y[n0:n1], bias)
+        return y
+
+    @classmethod
+    def _winograd_grad_weight(cls, gy, x, padding):
+        """dW = G^T [ sum over tiles of (A dY A^T) * (B^T d B) ] G: the 16 products
+        (A dY A^T)[xi] @ V[xi]^T, summed over the units, then back to 3x3."""
+        kernels = cpu_module("winograd")
+        N, C = x.shape[:2]
+        O, Ho, Wo = gy.shape[1:]
+        th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+        x, gy = np.ascontiguousarray(x), np.ascontiguousarray(gy)
+        per = cls._winograd_images(N, 16 * (C + O), th * tw, x.itemsize)
+        buf = _scratch(16 * (C + O) * per * th * tw, x.dtype)
+        gu = np.zeros((16, O, C), dtype=x.dtype)
+        for n0 in range(0, N, per):
+            n1 = min(N, n0 + per)
+            T = (n1 - n0) * th * tw
+            V = buf[:16 * C * T].reshape(16, C, n1 - n0, th, tw)
+            kernels.input_tiles(x[n0:n1], V, *padding)
+            Wt = buf[16 * C * T:16 * (C + O) * T].reshape(16, O, n1 - n0, th, tw)
+            kernels.gradient_tiles(gy[n0:n1], Wt)
+            gu += _matmul_abt(Wt.reshape(16, O, T), V.reshape(16, C, T))
+        return _winograd_weights_grad(gu)
+
+
+# Winograd F(2x2, 3x3)'s filter transform U = G g G^T, as one matrix on the flattened 3x3
+# filter: vec(G g G^T) = (G kron G) vec(g), row-major; its entries (products of 0, +-1/2, 1)
+# are exact in float32.
+_WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+_WINOGRAD_GG = {np.dtype(t): np.kron(_WINOGRAD_G, _WINOGRAD_G).astype(t) for t in (np.float32, np.float64)}
+
+
+def _winograd_weights(w):
+    """U (16, O, C): the 4x4 transform G w[o, c] G^T of every 3x3 filter, position-major."""
+    O, C = w.shape[:2]
+    return np.ascontiguousarray((w.reshape(O * C, 9) @ _WINOGRAD_GG[w.dtype].T).T).reshape(16, O, C)
+
+
+def _winograd_weights_grad(gu):
+    """The adjoint of _winograd_weights: (16, O, C) -> (O, C, 3, 3), G^T gu[:, o, c] G."""
+    O, C = gu.shape[1:]
+    return (gu.reshape(16, O * C).T @ _WINOGRAD_GG[gu.dtype]).reshape(O, C, 3, 3)
 
 
 def _use_cpu(a):
