@@ -20,6 +20,7 @@ transforms with NumPy:
 
 - ``input_tiles``:    x (N, C, H, W) -> V (16, C, N, th, tw), V = B^T d B of tile (i, j), the
   4x4 input window whose top-left corner is (2i - ph, 2j - pw) (zero outside the image);
+  each kernel takes ``i0``, the first tile row, so that a large image goes in bands of rows;
 - ``output_tiles``:   M (16, O, N, th, tw) -> y (N, O, Ho, Wo), y = A^T m A (+ bias), the 2x2
   block at (2i, 2j) clipped to Ho x Wo;
 - ``gradient_tiles``: dy (N, O, Ho, Wo) -> (16, O, N, th, tw), A dY A^T of each 2x2 block
@@ -36,20 +37,21 @@ __all__ = ["input_tiles", "output_tiles", "gradient_tiles"]
 
 
 def _check_tiles(str name, Py_ssize_t n16, Py_ssize_t C, Py_ssize_t N, Py_ssize_t th, Py_ssize_t tw,
-                 Py_ssize_t C_img, Py_ssize_t N_img, Py_ssize_t Ho, Py_ssize_t Wo):
+                 Py_ssize_t i0, Py_ssize_t C_img, Py_ssize_t N_img, Py_ssize_t Ho, Py_ssize_t Wo):
     if n16 != 16:
         raise ValueError(f"{name}: the tile array needs 16 positions in its first axis, got {n16}")
     if C != C_img or N != N_img:
         raise ValueError(f"{name}: the tiles are of {N} images of {C} channels, but the (N, C, H, W) "
                          f"array holds {N_img} images of {C_img}")
-    if Ho < 1 or Wo < 1 or th != (Ho + 1) // 2 or tw != (Wo + 1) // 2:
-        raise ValueError(f"{name}: {th} x {tw} tiles do not cover an output of {Ho} x {Wo} "
-                         f"(needs ceil(Ho / 2) x ceil(Wo / 2), Ho and Wo >= 1)")
+    if Ho < 1 or Wo < 1 or th < 1 or i0 < 0 or i0 + th > (Ho + 1) // 2 or tw != (Wo + 1) // 2:
+        raise ValueError(f"{name}: tile rows [{i0}, {i0 + th}) of {tw} tiles do not fit an output of {Ho} x {Wo} "
+                         f"(ceil(Ho / 2) x ceil(Wo / 2) tiles, Ho and Wo >= 1)")
 
 
-def input_tiles(const floating[:, :, :, ::1] x, floating[:, :, :, :, ::1] V, int ph, int pw):
-    """V[(a*4 + b), c, n, i, j] = (B^T d B)[a, b] for d = x[n, c, 2i-ph : 2i-ph+4, 2j-pw : 2j-pw+4]
-    (zero outside the image). V: (16, C, N, th, tw) with th = ceil(Ho/2), Ho = H + 2*ph - 2.
+def input_tiles(const floating[:, :, :, ::1] x, floating[:, :, :, :, ::1] V, int ph, int pw, int i0=0):
+    """V[(a*4 + b), c, n, i, j] = (B^T d B)[a, b] for d = x[n, c, 2r-ph : 2r-ph+4, 2j-pw : 2j-pw+4],
+    r = i0 + i (zero outside the image). V: (16, C, N, th, tw), the tile rows [i0, i0 + th) of
+    the ceil(Ho/2) x ceil(Wo/2) tiles of an output of Ho = H + 2*ph - 2 by Wo = W + 2*pw - 2.
 
     A strip of tiles at a time: the 4 input rows of tile row i, zero-padded to 2*tw + 2
     columns, get B^T along the rows over the whole width, then B along the columns tile by tile.
@@ -58,7 +60,7 @@ def input_tiles(const floating[:, :, :, ::1] x, floating[:, :, :, :, ::1] V, int
     cdef Py_ssize_t th = V.shape[3], tw = V.shape[4]
     if ph < 0 or pw < 0:
         raise ValueError(f"input_tiles: padding must be >= 0, got ({ph}, {pw})")
-    _check_tiles("input_tiles", V.shape[0], V.shape[1], V.shape[2], th, tw, C, N,
+    _check_tiles("input_tiles", V.shape[0], V.shape[1], V.shape[2], th, tw, i0, C, N,
                  H + 2 * ph - 2, W + 2 * pw - 2)
     cdef Py_ssize_t Wp = 2 * tw + 2, plane = C * N * th * tw
     cdef Py_ssize_t ncopy = W if W < Wp - pw else Wp - pw
@@ -80,7 +82,7 @@ def input_tiles(const floating[:, :, :, ::1] x, floating[:, :, :, :, ::1] V, int
                 for n in range(N):
                     for i in range(th):
                         for a in range(4):                 # the strip's rows, zero-padded
-                            r = 2 * i - ph + a
+                            r = 2 * (i0 + i) - ph + a
                             if 0 <= r < H:
                                 src = &x[n, c, r, 0]
                                 for q in range(pw):
@@ -110,12 +112,13 @@ def input_tiles(const floating[:, :, :, ::1] x, floating[:, :, :, :, ::1] V, int
         free(buf)
 
 
-def output_tiles(const floating[:, :, :, :, ::1] M, floating[:, :, :, ::1] y, const floating[::1] bias):
-    """y[n, o, 2i + a, 2j + b] = (A^T m A)[a, b] + bias[o] for m = M[:, o, n, i, j] as 4x4 (the
-    block clipped to y's Ho x Wo); ``bias`` of length O, or 0 for none."""
+def output_tiles(const floating[:, :, :, :, ::1] M, floating[:, :, :, ::1] y, const floating[::1] bias,
+                 int i0=0):
+    """y[n, o, 2r + a, 2j + b] = (A^T m A)[a, b] + bias[o] for m = M[:, o, n, i, j] as 4x4 and
+    r = i0 + i (the block clipped to y's Ho x Wo); ``bias`` of length O, or 0 for none."""
     cdef Py_ssize_t N = y.shape[0], O = y.shape[1], Ho = y.shape[2], Wo = y.shape[3]
     cdef Py_ssize_t th = M.shape[3], tw = M.shape[4]
-    _check_tiles("output_tiles", M.shape[0], M.shape[1], M.shape[2], th, tw, O, N, Ho, Wo)
+    _check_tiles("output_tiles", M.shape[0], M.shape[1], M.shape[2], th, tw, i0, O, N, Ho, Wo)
     if bias.shape[0] != 0 and bias.shape[0] != O:
         raise ValueError(f"output_tiles: bias has {bias.shape[0]} values for {O} output channels")
     cdef bint has_bias = bias.shape[0] != 0
@@ -137,7 +140,7 @@ def output_tiles(const floating[:, :, :, :, ::1] M, floating[:, :, :, ::1] y, co
                         out[0][1] = s0[1] - s0[2] - s0[3]
                         out[1][0] = s1[0] + s1[1] + s1[2]
                         out[1][1] = s1[1] - s1[2] - s1[3]
-                        r = 2 * i
+                        r = 2 * (i0 + i)
                         q = 2 * j
                         y[n, o, r, q] = out[0][0] + beta
                         if q + 1 < Wo:
@@ -148,14 +151,14 @@ def output_tiles(const floating[:, :, :, :, ::1] M, floating[:, :, :, ::1] y, co
                                 y[n, o, r + 1, q + 1] = out[1][1] + beta
 
 
-def gradient_tiles(const floating[:, :, :, ::1] gy, floating[:, :, :, :, ::1] Wt):
-    """Wt[(a*4 + b), o, n, i, j] = (A g A^T)[a, b] for g = gy[n, o, 2i : 2i+2, 2j : 2j+2] (zero
-    beyond Ho x Wo). Wt: (16, O, N, th, tw). A strip at a time, as ``input_tiles``."""
+def gradient_tiles(const floating[:, :, :, ::1] gy, floating[:, :, :, :, ::1] Wt, int i0=0):
+    """Wt[(a*4 + b), o, n, i, j] = (A g A^T)[a, b] for g = gy[n, o, 2r : 2r+2, 2j : 2j+2], r = i0 + i
+    (zero beyond Ho x Wo). Wt: (16, O, N, th, tw). A strip at a time, as ``input_tiles``."""
     cdef Py_ssize_t N = gy.shape[0], O = gy.shape[1], Ho = gy.shape[2], Wo = gy.shape[3]
     cdef Py_ssize_t th = Wt.shape[3], tw = Wt.shape[4]
-    _check_tiles("gradient_tiles", Wt.shape[0], Wt.shape[1], Wt.shape[2], th, tw, O, N, Ho, Wo)
+    _check_tiles("gradient_tiles", Wt.shape[0], Wt.shape[1], Wt.shape[2], th, tw, i0, O, N, Ho, Wo)
     cdef Py_ssize_t Wp = 2 * tw, plane = O * N * th * tw
-    cdef Py_ssize_t n, o, i, j, a, q, k
+    cdef Py_ssize_t n, o, i, j, a, q, k, r
     cdef floating* buf = <floating*> malloc(6 * Wp * sizeof(floating))
     if buf == NULL:
         raise MemoryError()
@@ -172,11 +175,12 @@ def gradient_tiles(const floating[:, :, :, ::1] gy, floating[:, :, :, :, ::1] Wt
             for o in range(O):
                 for n in range(N):
                     for i in range(th):
-                        src = &gy[n, o, 2 * i, 0]
+                        r = 2 * (i0 + i)
+                        src = &gy[n, o, r, 0]
                         for q in range(Wo):
                             g0[q] = src[q]
-                        if 2 * i + 1 < Ho:
-                            src = &gy[n, o, 2 * i + 1, 0]
+                        if r + 1 < Ho:
+                            src = &gy[n, o, r + 1, 0]
                             for q in range(Wo):
                                 g1[q] = src[q]
                         else:

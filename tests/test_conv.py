@@ -455,19 +455,28 @@ WINOGRAD_CASES = [
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("units", ["one", "per_image"])
+@pytest.mark.parametrize("units", ["one", "per_image", "row_bands"])
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: f"{c[0]}-O{c[1]}-p{c[2]}")
 def test_winograd_matches_reference(case, units, dtype, monkeypatch):
     """Forward (with bias), grad_input and grad_weight of a 3x3 stride-1 convolution by Winograd
-    equal _Reference's (im2col), with all images in one unit of tiles or one image per unit
-    (the weight gradient then sums over the units)."""
+    equal _Reference's (im2col), with all images in one unit of tiles, one image per unit, or
+    one tile row per unit (the weight gradient then sums over the units)."""
     xs, O, padding = case
     cpu, ref = conv_module._CPU, conv_module._Reference
     args = (1, 1), _pair(padding), (1, 1), 1
-    if units == "per_image":
+    Ho, Wo = xs[2] + 2 * _pair(padding)[0] - 2, xs[3] + 2 * _pair(padding)[1] - 2
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    if units != "one":
         monkeypatch.setattr(cpu, "pack_bytes", 1)
-        monkeypatch.setattr(cpu, "min_pack_columns", 0)
-        assert cpu._winograd_images(xs[0], 16 * (xs[1] + O), 4, 8) == 1
+        # at least this many tiles per GEMM: an image's (whole images), or a tile row's (bands)
+        monkeypatch.setattr(cpu, "min_pack_columns", 4 * (th * tw if units == "per_image" else tw))
+    found = cpu._winograd_units(xs[0], th, tw, 16 * (xs[1] + O), np.dtype(dtype).itemsize)[0]
+    expected = {"one": [(0, xs[0], 0, th)], "per_image": [(n, n + 1, 0, th) for n in range(xs[0])]}
+    if th * tw > tw:                 # bands of one tile row each (one-row images: whole images)
+        expected["row_bands"] = [(n, n + 1, i, i + 1) for n in range(xs[0]) for i in range(th)]
+    else:
+        expected["row_bands"] = [(n, n + 1, 0, th) for n in range(xs[0])]
+    assert found == expected[units]
     assert cpu._is_winograd(xs, (O, xs[1], 3, 3), *args, np.dtype(dtype).itemsize)
     rng = np.random.default_rng(8)
     x = rng.standard_normal(xs).astype(dtype)
@@ -492,7 +501,8 @@ def test_winograd_matches_reference(case, units, dtype, monkeypatch):
     ((1, 4, 8, 8), (4, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2),     # groups
     ((1, 4, 8, 8), (4, 4, 5, 5), (1, 1), (2, 2), (1, 1), 1),     # 5x5
     ((1, 4, 8, 8), (4, 4, 3, 1), (1, 1), (1, 0), (1, 1), 1),     # 3x1
-    ((1, 256, 200, 304), (256, 256, 3, 3), (1, 1), (1, 1), (1, 1), 1),   # one image's tiles > band_bytes
+    ((1, 4, 1, 8), (4, 4, 3, 3), (1, 1), (0, 1), (1, 1), 1),     # no output row
+    ((1, 512, 13, 19), (512, 512, 3, 3), (1, 1), (1, 1), (1, 1), 1),   # 70 tiles of 512 channels
 ])
 def test_winograd_only_where_it_applies(x_shape, w_shape, stride, padding, dilation, groups):
     assert not conv_module._CPU._is_winograd(x_shape, w_shape, stride, padding, dilation, groups, 4)
@@ -506,15 +516,21 @@ def test_winograd_kernels_check_shapes():
         kernels.input_tiles(x, _f(15, 3, 2, 3, 3), 1, 1)
     with pytest.raises(ValueError, match="tiles are of 2 images of 4 channels, but .* holds 2 images of 3"):
         kernels.input_tiles(x, _f(16, 4, 2, 3, 3), 1, 1)
-    with pytest.raises(ValueError, match="do not cover an output of 6 x 5"):
+    with pytest.raises(ValueError, match=r"tile rows \[0, 3\) of 2 tiles do not fit an output of 6 x 5"):
         kernels.input_tiles(x, _f(16, 3, 2, 3, 2), 1, 1)
+    with pytest.raises(ValueError, match=r"tile rows \[2, 4\)"):
+        kernels.input_tiles(x, _f(16, 3, 2, 2, 3), 1, 1, 2)
+    with pytest.raises(ValueError, match=r"tile rows \[-1, 1\)"):
+        kernels.input_tiles(x, _f(16, 3, 2, 2, 3), 1, 1, -1)
     with pytest.raises(ValueError, match="padding must be >= 0"):
         kernels.input_tiles(x, _f(16, 3, 2, 2, 2), -1, 1)
     y = _f(2, 4, 6, 5)
     with pytest.raises(ValueError, match="bias has 3 values for 4 output channels"):
         kernels.output_tiles(_f(16, 4, 2, 3, 3), y, _f(3))
-    with pytest.raises(ValueError, match="do not cover an output of 6 x 5"):
+    with pytest.raises(ValueError, match="do not fit an output of 6 x 5"):
         kernels.output_tiles(_f(16, 4, 2, 4, 3), y, _f(0))
+    with pytest.raises(ValueError, match=r"tile rows \[1, 4\)"):
+        kernels.gradient_tiles(y, _f(16, 4, 2, 3, 3), 1)
     with pytest.raises(ValueError, match="tiles are of 3 images of 4 channels, but .* holds 2 images of 4"):
         kernels.gradient_tiles(y, _f(16, 4, 3, 3, 3))
 

@@ -36,10 +36,10 @@ Two implementations share these formulas:
   are packed side by side into one matrix, so that each product is one large GEMM rather
   than many thin ones. The GEMMs are NumPy's BLAS (multithreaded); the band copies are
   serial: a few percent of the GEMM time at 256+ output channels, more at 64-128.
-  3x3 stride-1 convolutions of images small enough (the classroom network, the RoI heads)
-  take Winograd's F(2x2, 3x3) instead (ext/winograd.pyx, its docstring has the algebra): the
-  input cut into overlapping 4x4 tiles and transformed, 16 GEMMs of 4 multiply-adds per output
-  pixel and tap pair instead of 9, and transformed back; 1.2-1.4x faster than im2col there.
+  3x3 stride-1 convolutions take Winograd's F(2x2, 3x3) instead (ext/winograd.pyx, whose
+  docstring has the algebra): the input cut into overlapping 4x4 tiles and transformed, 16
+  GEMMs that multiply 2.25x less than im2col's, and the result transformed back; small images
+  again several to a unit, large ones in bands of tile rows.
 
 On ResNet-50-FPN's shapes at 800x1216 this runs at about the speed of one BLAS GEMM of the
 same size, and about as fast as torch's CPU convolution (benchmarks/bench_conv.py).
@@ -373,28 +373,40 @@ class _CPU:
     @classmethod
     def _is_winograd(cls, x_shape, w_shape, stride, padding, dilation, groups, itemsize):
         """3x3, stride 1, no dilation, one group, padding <= 2 (grad_input is then a forward
-        with padding 2 - p), and one image's tiles (16 x (C + O) x tiles) within band_bytes;
-        larger images stay on the banded im2col path (no bands of tiles here)."""
+        with padding 2 - p), the kernels built, and enough tiles: at least a quarter of the
+        channels. (The 16 GEMMs are (O x C) @ (C x tiles); with few tiles they are too thin:
+        R-50's res5 3x3 at 13x19, 70 tiles of 512 channels, ran 1.3x slower than im2col, at
+        19x25 or with 256 channels 0.85x.)"""
         if not (tuple(w_shape[2:]) == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1
                 and max(padding) <= 2 and cpu_module("winograd") is not None):
             return False
-        H, W = x_shape[2] + 2 * padding[0] - 2, x_shape[3] + 2 * padding[1] - 2
-        if H < 1 or W < 1:
-            return False
-        tiles = ((H + 1) // 2) * ((W + 1) // 2)
-        return 16 * (w_shape[0] + w_shape[1]) * tiles * itemsize <= cls.band_bytes
+        Ho, Wo = x_shape[2] + 2 * padding[0] - 2, x_shape[3] + 2 * padding[1] - 2
+        tiles = x_shape[0] * ((Ho + 1) // 2) * ((Wo + 1) // 2)
+        return Ho >= 1 and Wo >= 1 and 4 * tiles >= max(w_shape[0], w_shape[1])
 
     @classmethod
-    def _winograd_images(cls, N, rows, tiles, itemsize):
-        """Images per unit: ~pack_bytes of tile transforms (rows = 16 (C + O) per tile), but
-        at least min_pack_columns / 4 tiles per GEMM, and at least one image."""
-        fit = max(cls.pack_bytes // max(1, rows * tiles * itemsize), -(-cls.min_pack_columns // (4 * tiles)))
-        return max(1, min(N, fit))
+    def _winograd_units(cls, N, th, tw, rows, itemsize):
+        """Work units (n0, n1, i0, i1) -- images [n0, n1), tile rows [i0, i1) -- and the most
+        tiles a unit holds. rows = 16 (C + O): the transformed values per tile.
+
+        Small images go several to a unit: about pack_bytes of tiles, but at least
+        min_pack_columns / 4 tiles per GEMM (a tile stands for 4 output pixels), in equal
+        groups. An image whose tiles exceed pack_bytes, and that has enough tiles for GEMMs of
+        that width, goes alone in bands of tile rows of that size.
+        """
+        tiles, min_tiles = th * tw, -(-cls.min_pack_columns // 4)
+        if rows * tiles * itemsize > cls.pack_bytes and tiles > min_tiles:
+            band = max(cls.pack_bytes // (rows * tw * itemsize), -(-min_tiles // tw), 1)
+            band = min(th, -(-th // -(-th // band)))                # equal bands
+            return [(n, n + 1, i0, min(th, i0 + band)) for n in range(N) for i0 in range(0, th, band)], band * tw
+        fit = max(cls.pack_bytes // (rows * tiles * itemsize), -(-min_tiles // tiles), 1)
+        per = -(-N // -(-N // min(N, fit)))                         # equal groups of images
+        return [(n0, min(N, n0 + per), 0, th) for n0 in range(0, N, per)], per * tiles
 
     @classmethod
     def _winograd_forward(cls, x, w, b, padding):
-        """y = conv(x, w) + b, 3x3, stride 1: per unit of images, V = B^T d B of every tile,
-        M[xi] = U[xi] @ V[xi] for the 16 tile positions xi, y = A^T M A (ext/winograd.pyx)."""
+        """y = conv(x, w) + b, 3x3, stride 1: per unit, V = B^T d B of every tile, M[xi] =
+        U[xi] @ V[xi] for the 16 tile positions xi, y = A^T M A (ext/winograd.pyx)."""
         kernels = cpu_module("winograd")
         N, C, H, W = x.shape
         O = w.shape[0]
@@ -405,15 +417,14 @@ class _CPU:
         x = np.ascontiguousarray(x)
         y = np.empty((N, O, Ho, Wo), dtype=x.dtype)
         bias = np.empty(0, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-        per = cls._winograd_images(N, 16 * (C + O), th * tw, x.itemsize)
-        buf = _scratch(16 * (C + O) * per * th * tw, x.dtype)
-        for n0 in range(0, N, per):
-            n1 = min(N, n0 + per)
-            T = (n1 - n0) * th * tw
-            V = buf[:16 * C * T].reshape(16, C, n1 - n0, th, tw)
-            kernels.input_tiles(x[n0:n1], V, ph, pw)
+        units, most = cls._winograd_units(N, th, tw, 16 * (C + O), x.itemsize)
+        buf = _scratch(16 * (C + O) * most, x.dtype)
+        for n0, n1, i0, i1 in units:
+            T = (n1 - n0) * (i1 - i0) * tw
+            V = buf[:16 * C * T].reshape(16, C, n1 - n0, i1 - i0, tw)
+            kernels.input_tiles(x[n0:n1], V, ph, pw, i0)
             M = np.matmul(U, V.reshape(16, C, T), out=buf[16 * C * T:16 * (C + O) * T].reshape(16, O, T))
-            kernels.output_tiles(M.reshape(16, O, n1 - n0, th, tw), y[n0:n1], bias)
+            kernels.output_tiles(M.reshape(16, O, n1 - n0, i1 - i0, tw), y[n0:n1], bias, i0)
         return y
 
     @classmethod
@@ -425,16 +436,15 @@ class _CPU:
         O, Ho, Wo = gy.shape[1:]
         th, tw = (Ho + 1) // 2, (Wo + 1) // 2
         x, gy = np.ascontiguousarray(x), np.ascontiguousarray(gy)
-        per = cls._winograd_images(N, 16 * (C + O), th * tw, x.itemsize)
-        buf = _scratch(16 * (C + O) * per * th * tw, x.dtype)
+        units, most = cls._winograd_units(N, th, tw, 16 * (C + O), x.itemsize)
+        buf = _scratch(16 * (C + O) * most, x.dtype)
         gu = np.zeros((16, O, C), dtype=x.dtype)
-        for n0 in range(0, N, per):
-            n1 = min(N, n0 + per)
-            T = (n1 - n0) * th * tw
-            V = buf[:16 * C * T].reshape(16, C, n1 - n0, th, tw)
-            kernels.input_tiles(x[n0:n1], V, *padding)
-            Wt = buf[16 * C * T:16 * (C + O) * T].reshape(16, O, n1 - n0, th, tw)
-            kernels.gradient_tiles(gy[n0:n1], Wt)
+        for n0, n1, i0, i1 in units:
+            T = (n1 - n0) * (i1 - i0) * tw
+            V = buf[:16 * C * T].reshape(16, C, n1 - n0, i1 - i0, tw)
+            kernels.input_tiles(x[n0:n1], V, *padding, i0)
+            Wt = buf[16 * C * T:16 * (C + O) * T].reshape(16, O, n1 - n0, i1 - i0, tw)
+            kernels.gradient_tiles(gy[n0:n1], Wt, i0)
             gu += _matmul_abt(Wt.reshape(16, O, T), V.reshape(16, C, T))
         return _winograd_weights_grad(gu)
 
