@@ -413,7 +413,8 @@ def main(argv=None):
                        description=cmd_ablate.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tables", nargs="+", metavar="TABLE", help="table ids, all, or list")
     p.add_argument("--seeds", type=int, default=3, help="seeds per row, 0..N-1 (default %(default)s)")
-    p.add_argument("--iters", type=int, default=None, help="iterations per run (default 500)")
+    from .engine.ablation import DEFAULT_ITERS
+    p.add_argument("--iters", type=int, default=None, help=f"iterations per run (default {DEFAULT_ITERS})")
     p.add_argument("--out", default=os.path.join("tutorials", "results"),
                    help="where TABLE.json/.md/.png go (default %(default)s)")
     p.add_argument("--work", default=None,
