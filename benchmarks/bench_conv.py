@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from common import blas_threads, median_times  # noqa: E402  (also puts the checkout on the path)
+from common import blas_description, blas_threads, median_times  # noqa: E402  (also puts the checkout on the path)
 from minimrcnn.autograd import Tensor, no_grad  # noqa: E402
 from minimrcnn.functional.conv import conv2d  # noqa: E402
 
@@ -123,6 +123,7 @@ def main(argv=None):
     print(f"conv2d float32, image {height}x{width} (batch 1; RoI heads: N small images), "
           f"{threads} threads (BLAS and torch), median of {repeats}; times in ms, "
           f"ratio = ours / torch")
+    print(f"NumPy's BLAS: {blas_description()}")
     header = (f"{'C_in':>5}{'C_out':>6}{'k/s':>5}{'H x W':>11} | {'fwd':>7}{'torch':>7}{'ratio':>6}"
               f" | {'f+b':>7}{'torch':>7}{'ratio':>6}")
     rng = np.random.default_rng(0)

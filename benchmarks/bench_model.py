@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from common import blas_threads  # noqa: E402  (also puts the checkout on the path)
+from common import blas_description, blas_threads  # noqa: E402  (also puts the checkout on the path)
 
 import minimrcnn as mr  # noqa: E402
 from minimrcnn.config import get_config
@@ -232,6 +232,7 @@ def main():
     torch.set_num_threads(threads)
     print(f"image {height}x{width}, {repeats} repeat(s), {threads} BLAS/torch thread(s), "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"NumPy's BLAS: {blas_description()}")
 
     ours, theirs = build_pair(torch)
     tmpdir = tempfile.mkdtemp(prefix="bench_model_")

@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from common import blas_threads, median_time  # noqa: E402  (also puts the checkout on the path)
+from common import blas_description, blas_threads, median_time  # noqa: E402  (also puts the checkout on the path)
 
 from minimrcnn.config import get_config  # noqa: E402
 from minimrcnn.data import TrainLoader  # noqa: E402
@@ -281,6 +281,7 @@ def main():
     print(f"classroom_fpn on shapes ({len(train_set)} train images), {threads} BLAS/torch thread(s), "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; torch {torch.__version__}")
     peak_np, peak_torch = gemm_peak(torch)
+    print(f"NumPy's BLAS: {blas_description()}")
     print(f"GEMM peak (float32 1024^3 matmul): NumPy's BLAS {peak_np:.1f} GFLOP/s, torch {peak_torch:.1f} GFLOP/s")
 
     for state in args.states:

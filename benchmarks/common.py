@@ -29,6 +29,26 @@ def blas_threads():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+def blas_description():
+    """NumPy's BLAS and the kernels it runs, e.g. "openblas 0.3.31, Haswell kernels
+    (OPENBLAS_CORETYPE=Haswell set in the environment)": OpenBLAS runs AVX2 kernels when told
+    so, even on an AVX-512 CPU, and a ratio against torch (MKL / oneDNN) then says so."""
+    text = "BLAS unknown (pip install threadpoolctl to name it)"
+    try:
+        from threadpoolctl import threadpool_info
+        for pool in threadpool_info():
+            if pool.get("user_api") == "blas":
+                text = f"{pool.get('internal_api')} {pool.get('version')}"
+                if pool.get("architecture"):
+                    text += f", {pool['architecture']} kernels"
+                break
+    except ImportError:
+        pass
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        text += f" (OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} set in the environment)"
+    return text
+
+
 def median_times(fns, repeats, warmup=True):
     """Median seconds of each function; the functions take turns, so that a burst of load on
     a shared machine hits all of them rather than one."""
