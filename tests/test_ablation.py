@@ -117,6 +117,38 @@ def test_verdicts(diffs, on_par, verdict):
     assert verdict.split(":")[0] in md
 
 
+def test_a_task_compared_with_another_row_and_a_task_with_nothing_to_compare():
+    """Table 5's pattern: row c is compared with b on boxes and with a on masks (vs_by_task);
+    b has no mask AP, so b's own mask AP gets no delta and no verdict (not "pending")."""
+    def rec(row, seed, bbox, segm=None):
+        out = {"row": row, "seed": seed, "bbox": {"AP": bbox, "AP50": None, "AP75": None}}
+        if segm is not None:
+            out["segm"] = {"AP": segm, "AP50": None, "AP75": None}
+        return out
+    records = []
+    for seed in range(3):
+        records += [rec("a", seed, 0.44 + 0.01 * seed, 0.30 + 0.01 * seed), rec("b", seed, 0.42),
+                    rec("c", seed, 0.45 + 0.01 * seed, 0.28 + 0.01 * seed)]
+    table = {"table": "x", "title": "t", "paper_ref": "Table x", "data": "persons", "iters": 1, "note": "",
+             "tasks": ["bbox", "segm"], "verdict_on": ["bbox", "segm"], "records": records,
+             "rows": [{"name": "b", "overrides": {}, "paper": {"bbox": (50.0, None, None)}, "vs": "b", "on_par": []},
+                      {"name": "a", "overrides": {}, "paper": {"bbox": (52.0, None, None), "segm": (46.0, None, None)},
+                       "vs": "b", "on_par": []},
+                      {"name": "c", "overrides": {}, "paper": {"bbox": (51.0, None, None), "segm": (45.0, None, None)},
+                       "vs": "b", "vs_by_task": {"segm": "a"}, "on_par": []}]}
+    rows = {r["name"]: r for r in summarize(table)}
+    c = rows["c"]
+    assert c["tasks"]["bbox"]["vs"] == "b" and c["tasks"]["segm"]["vs"] == "a"
+    assert c["tasks"]["bbox"]["delta"] == pytest.approx(4.0) and c["tasks"]["bbox"]["paper_delta"] == 1.0
+    assert c["tasks"]["segm"]["delta"] == pytest.approx(-2.0) and c["tasks"]["segm"]["paper_delta"] == -1.0
+    assert c["verdicts"] == {"bbox": "reproduced", "segm": "reproduced"}
+    a = rows["a"]                          # a's mask AP against b, which has none: nothing to compare
+    assert a["tasks"]["segm"]["vs"] is None and a["tasks"]["segm"]["delta"] is None
+    assert "segm" not in a["verdicts"] and a["verdicts"]["bbox"] == "reproduced"
+    md = ablation.render_markdown(table)
+    assert "pending" not in md and "| c | (baseline config) | 3 |" in md
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "minimrcnn", "ablate", *args], capture_output=True,
                           text=True, timeout=120)

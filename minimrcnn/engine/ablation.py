@@ -56,13 +56,15 @@ class TableMismatch(ValueError):
 class Row:
     """One row of a table: ``overrides`` on the table's config; ``paper`` the paper's numbers
     {task: (AP, AP50, AP75)} (points, None where the paper has no number); ``vs`` the row it is
-    compared with (default: the table's baseline); ``on_par`` the tasks on which the paper
+    compared with (default: the table's baseline), ``vs_by_task`` {task: row} where the paper
+    compares this row with another on some task; ``on_par`` the tasks on which the paper
     reports this row and ``vs`` as equal."""
     name: str
     overrides: dict
     paper: dict
     vs: str = None
     on_par: tuple = ()
+    vs_by_task: dict = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,11 +181,15 @@ TABLES = {t.id: t for t in [
               Row("keypoint-only", {"mask_on": False}, {"bbox": (50.7, None, None),
                                                        "keypoints": (64.2, None, None)}, vs="Faster R-CNN"),
               Row("keypoint & mask", {}, {"bbox": (52.0, None, None), "segm": (45.1, None, None),
-                                         "keypoints": (64.7, None, None)}, vs="keypoint-only"),
-          ), baseline="Faster R-CNN", tasks=("bbox", "segm", "keypoints"), verdict_on=("bbox", "keypoints"),
+                                         "keypoints": (64.7, None, None)}, vs="keypoint-only",
+                  vs_by_task={"segm": "mask-only"}),
+          ), baseline="Faster R-CNN", tasks=("bbox", "segm", "keypoints"), verdict_on=("bbox", "segm", "keypoints"),
           note=_PERSONS_NOTE + (
               " Each row is compared with the row the paper's text compares it with: mask-only and "
-              "keypoint-only with Faster R-CNN, keypoint & mask with keypoint-only.")),
+              "keypoint-only with Faster R-CNN (\"adding the mask branch to the box-only ... improves\"), "
+              "keypoint & mask with keypoint-only on box and keypoint AP (\"... or keypoint-only versions\") "
+              "and with mask-only on mask AP (\"adding the keypoint branch reduces the box/mask AP "
+              "slightly\").")),
     Table("6", "RoIAlign vs. RoIPool for keypoints", "Table 6", "persons", "classroom_fpn", {"mask_on": False}, (
         Row("RoIPool", {"pooler": "roi_pool"}, {"keypoints": (59.8, 86.2, 66.7)}),
         Row("RoIAlign", {}, {"keypoints": (64.2, 86.6, 69.7)}),
@@ -300,7 +306,7 @@ def _header(table, seeds, iters, num_images, train_set, val_set):
             "num_images": num_images, "iters": iters, "preset": table.preset, "base": table.base,
             "baseline": table.baseline, "tasks": list(table.tasks), "verdict_on": list(table.verdict_on),
             "rows": [{"name": r.name, "overrides": r.overrides, "paper": r.paper, "vs": r.vs or table.baseline,
-                      "on_par": list(r.on_par)} for r in table.rows],
+                      "vs_by_task": dict(r.vs_by_task or {}), "on_par": list(r.on_par)} for r in table.rows],
             "note": table.note.format(iters=iters, train=len(train_set), val=len(val_set)), "seeds": list(seeds), "machine": machine()}
 
 
@@ -431,8 +437,10 @@ def _verdict(row_spec, task, diffs, paper_delta):
 
 def summarize(table):
     """Per row of a results dict: {"name", "vs", "n", "tasks": {task: {"mean", "std", "AP50",
-    "AP75", "delta", "delta_spread", "paper", "paper_delta"}}, "verdicts": {task: text},
-    "train_seconds"}. AP values in points (100 x COCOeval's fractions), as the paper prints them."""
+    "AP75", "vs", "delta", "delta_spread", "paper", "paper_delta"}}, "verdicts": {task: text},
+    "train_seconds"}. AP values in points (100 x COCOeval's fractions), as the paper prints them.
+    A task's "vs" is the row it is compared with on that task (the row's ``vs`` unless
+    ``vs_by_task`` names another), None where that row has no such AP (nothing to compare)."""
     by_row = {}
     for rec in table["records"]:
         by_row.setdefault(rec["row"], {})[rec["seed"]] = rec
@@ -440,7 +448,6 @@ def summarize(table):
     out = []
     for spec in table["rows"]:
         recs = by_row.get(spec["name"], {})
-        base_recs = by_row.get(spec["vs"], {})
         diverged = sorted(s for s, r in recs.items() if "diverged" in r)
         entry = {"name": spec["name"], "vs": spec["vs"], "n": len(recs) - len(diverged), "diverged": diverged,
                  "overrides": spec["overrides"],
@@ -454,16 +461,22 @@ def summarize(table):
             t = {}
             for number in NUMBERS:
                 t[number] = _mean_std([100 * v[number] for v in aps.values() if v[number] is not None])
+            vs = (spec.get("vs_by_task") or {}).get(task, spec["vs"])
+            base_recs = by_row.get(vs, {})
             paper = spec["paper"].get(task)
-            base_paper = specs[spec["vs"]]["paper"].get(task)
+            base_paper = specs[vs]["paper"].get(task)
+            comparable = vs != spec["name"] and (
+                (base_paper is not None and base_paper[0] is not None)
+                or any(task in r for r in base_recs.values()))
+            t["vs"] = vs if comparable else None
             t["paper"] = paper
-            t["paper_delta"] = (round(paper[0] - base_paper[0], 1) if spec["name"] != spec["vs"] and paper
+            t["paper_delta"] = (round(paper[0] - base_paper[0], 1) if comparable and paper
                                 and base_paper and paper[0] is not None and base_paper[0] is not None else None)
             diffs = [100 * (aps[s]["AP"] - base_recs[s][task]["AP"]) for s in sorted(aps)
                      if s in base_recs and task in base_recs[s]]
-            t["delta"], t["delta_spread"] = _mean_std(diffs) if spec["name"] != spec["vs"] else (None, None)
+            t["delta"], t["delta_spread"] = _mean_std(diffs) if comparable else (None, None)
             entry["tasks"][task] = t
-            if task in table["verdict_on"] and spec["name"] != spec["vs"]:
+            if task in table["verdict_on"] and comparable:
                 entry["verdicts"][task] = _verdict(spec, task, diffs, t["paper_delta"])
         out.append(entry)
     return out
@@ -477,9 +490,13 @@ def _fmt(mean_std, digits=1, signed=False):
 
 
 def _overrides_text(overrides):
+    """`key=value`, ... with tuples as tuples, whether the overrides come from the table spec or
+    back from its json (which turns them into lists)."""
+    def as_tuple(v):
+        return tuple(as_tuple(x) for x in v) if isinstance(v, (list, tuple)) else v
     if not overrides:
         return "(baseline config)"
-    return ", ".join(f"`{k}={v!r}`" for k, v in overrides.items())
+    return ", ".join(f"`{k}={as_tuple(v)!r}`" for k, v in overrides.items())
 
 
 def render_markdown(table):
@@ -510,12 +527,12 @@ def render_markdown(table):
             paper = t["paper"]
             paper_text = "-" if not paper or paper[0] is None else (
                 f"{paper[0]:.1f}" + ("" if paper[1] is None else f" ({paper[1]:.1f}, {paper[2]:.1f})"))
-            is_base = r["name"] == r["vs"]
+            is_base = t["vs"] is None
             lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 r["name"], _overrides_text(r["overrides"]),
                 f"{r['n']}" + (f" (+{len(r['diverged'])} diverged)" if r["diverged"] else ""),
                 _fmt(t["AP"]), _fmt(t["AP50"]),
-                _fmt(t["AP75"]), "" if is_base else r["vs"],
+                _fmt(t["AP75"]), "" if is_base else t["vs"],
                 "" if is_base else _fmt((t["delta"], t["delta_spread"]), signed=True),
                 paper_text, "" if t["paper_delta"] is None else f"{t['paper_delta']:+.1f}",
                 r["verdicts"].get(task, ""), _fmt(r["train_seconds"], 0)))
