@@ -123,23 +123,8 @@ def torch_optimizer(torch, model, cfg, lr):
 
 
 # ---- one step, in stages ----------------------------------------------------------------------
-def step_ours(model, optimizer, images, targets):
-    """(forward s, backward s, sgd s) of one training step of our model."""
-    t0 = time.perf_counter()
-    losses = model(images, targets)
-    total = None
-    for v in losses.values():
-        total = v if total is None else total + v
-    t1 = time.perf_counter()
-    optimizer.zero_grad()
-    total.backward()
-    t2 = time.perf_counter()
-    optimizer.step()
-    t3 = time.perf_counter()
-    return t1 - t0, t2 - t1, t3 - t2
-
-
-def step_torch(torch, model, optimizer, images, targets):
+def timed_step(model, optimizer, images, targets):
+    """(forward s, backward s, sgd s) of one training step: ours or torch's (same calls)."""
     t0 = time.perf_counter()
     losses = model(images, targets)
     total = sum(losses.values())
@@ -183,7 +168,7 @@ def count_flops(torch, model, optimizer, batch):
     """GEMM FLOPs (conv, mm, addmm, bmm; forward and backward) of one torch training step."""
     from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as counter:
-        step_torch(torch, model, optimizer, *batch)
+        timed_step(model, optimizer, *batch)
     return counter.get_total_flops()
 
 
@@ -229,12 +214,12 @@ def measure(torch, cfg, batches, lr, weights, steps, label, profile=0):
     torch_batches = [to_torch(torch, b) for b in batches]
 
     flops = count_flops(torch, theirs, opt_torch, torch_batches[0])
-    step_ours(ours, opt_ours, *batches[0])              # warm-up: allocations, kernel caches
+    timed_step(ours, opt_ours, *batches[0])              # warm-up: allocations, kernel caches
     times = {"ours": [], "torch": []}
     for i in range(1, steps + 1):
         j = i % len(batches)
-        times["ours"].append(step_ours(ours, opt_ours, *batches[j]))
-        times["torch"].append(step_torch(torch, theirs, opt_torch, *torch_batches[j]))
+        times["ours"].append(timed_step(ours, opt_ours, *batches[j]))
+        times["torch"].append(timed_step(theirs, opt_torch, *torch_batches[j]))
     med = {lib: np.median(np.array([list(t) + [sum(t)] for t in ts]), axis=0) for lib, ts in times.items()}
     print(f"{label}: {steps} steps of {cfg.ims_per_batch} images, lr {lr:g}")
     print(f"{'stage':<10} {'ours s':>8} {'torch s':>8} {'ratio':>7}")
@@ -244,7 +229,7 @@ def measure(torch, cfg, batches, lr, weights, steps, label, profile=0):
         prof = cProfile.Profile()
         prof.enable()
         for i in range(profile):
-            step_ours(ours, opt_ours, *batches[i % len(batches)])
+            timed_step(ours, opt_ours, *batches[i % len(batches)])
         prof.disable()
         print(f"\ncProfile of {profile} of our steps ({label}), by own time:")
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
