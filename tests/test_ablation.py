@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import minimrcnn
 from minimrcnn.engine import ablation
 from minimrcnn.engine.ablation import TABLES, TableMismatch, run_table, summarize
 
@@ -62,6 +63,7 @@ def test_a_table_is_written_resumed_and_shared(dirs):
     for rec in table["records"]:
         assert rec["iterations"] == 2 and set(rec["segm"]) == {"AP", "AP50", "AP75"}
         assert 0 <= rec["segm"]["AP"] <= 1 and rec["train_seconds"] > 0
+        assert rec["code"].startswith(minimrcnn.__version__)          # the code it ran on
     for ext in ("json", "md", "png"):
         assert (out / f"2b.{ext}").stat().st_size > 0
     md = (out / "2b.md").read_text()

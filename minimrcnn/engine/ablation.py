@@ -328,7 +328,8 @@ def run_table(table_id, seeds=3, iters=None, out_dir="tutorials/results", work_d
     Returns the table's results dict (what ``TABLE.json`` holds): the header (title, data,
     schedule, the rows with their overrides and the paper's numbers) and ``records``, one per
     finished (row, seed): row, seed, key, per task {AP, AP50, AP75} (fractions, as COCOeval),
-    iterations, train_seconds, eval_seconds, cpu_seconds, images_per_second, shared_from.
+    iterations, train_seconds, eval_seconds, cpu_seconds, images_per_second, code (the version and
+    git commit it ran on, see :func:`code_version`), shared_from.
     Raises :class:`TableMismatch` if ``TABLE.json`` exists with another ``iters`` / data size, and
     KeyboardInterrupt after saving when a run is stopped by Ctrl-C (so that ``ablate 2a 6`` stops
     too, instead of going on with the next table).
@@ -391,7 +392,7 @@ def run_table(table_id, seeds=3, iters=None, out_dir="tutorials/results", work_d
                     f"the same command resumes")
                 raise KeyboardInterrupt
             record = {"row": name, "seed": seed, "key": key, "overrides": row.overrides, **measured,
-                      "shared_from": None}
+                      "code": code_version(), "shared_from": None}
             if "diverged" in record:
                 log(f"      diverged: {record['diverged']} (saved as a result; no AP)")
             else:
@@ -606,6 +607,24 @@ def write_report(table, out_dir):
         f.write(render_markdown(table).encode())
     if table["records"]:
         viz.save_figure(plot_table(table), table_path(out_dir, table["table"], "png"))
+
+
+def code_version():
+    """The code a run was trained with: minimrcnn's version, and the git commit of the checkout
+    it runs from ("+dirty" with uncommitted changes), where there is one."""
+    import subprocess
+    from .. import __version__
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    if commit.returncode != 0 or not commit.stdout.strip():
+        return __version__
+    return f"{__version__}+{commit.stdout.strip()}" + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def machine():
