@@ -14,15 +14,20 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def blas_threads():
-    """The number of threads NumPy's BLAS uses (threadpoolctl if present, else env / CPUs)."""
+def _blas_pool():
+    """threadpoolctl's description of NumPy's BLAS, or None (no threadpoolctl, or no BLAS found)."""
     try:
         from threadpoolctl import threadpool_info
-        for pool in threadpool_info():
-            if pool.get("user_api") == "blas":
-                return int(pool["num_threads"])
     except ImportError:
-        pass
+        return None
+    return next((pool for pool in threadpool_info() if pool.get("user_api") == "blas"), None)
+
+
+def blas_threads():
+    """The number of threads NumPy's BLAS uses (threadpoolctl if present, else env / CPUs)."""
+    pool = _blas_pool()
+    if pool is not None:
+        return int(pool["num_threads"])
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])
@@ -33,17 +38,13 @@ def blas_description():
     """NumPy's BLAS and the kernels it runs, e.g. "openblas 0.3.31, Haswell kernels
     (OPENBLAS_CORETYPE=Haswell set in the environment)": OpenBLAS runs AVX2 kernels when told
     so, even on an AVX-512 CPU, and a ratio against torch (MKL / oneDNN) then says so."""
-    text = "BLAS unknown (pip install threadpoolctl to name it)"
-    try:
-        from threadpoolctl import threadpool_info
-        for pool in threadpool_info():
-            if pool.get("user_api") == "blas":
-                text = f"{pool.get('internal_api')} {pool.get('version')}"
-                if pool.get("architecture"):
-                    text += f", {pool['architecture']} kernels"
-                break
-    except ImportError:
-        pass
+    pool = _blas_pool()
+    if pool is None:
+        text = "BLAS unknown (pip install threadpoolctl to name it)"
+    else:
+        text = f"{pool.get('internal_api')} {pool.get('version')}"
+        if pool.get("architecture"):
+            text += f", {pool['architecture']} kernels"
     if os.environ.get("OPENBLAS_CORETYPE"):
         text += f" (OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} set in the environment)"
     return text

@@ -477,7 +477,7 @@ def test_winograd_matches_reference(case, units, dtype, monkeypatch):
     else:
         expected["row_bands"] = [(n, n + 1, 0, th) for n in range(xs[0])]
     assert found == expected[units]
-    assert cpu._is_winograd(xs, (O, xs[1], 3, 3), *args, np.dtype(dtype).itemsize)
+    assert cpu._is_winograd(xs, (O, xs[1], 3, 3), *args)
     rng = np.random.default_rng(8)
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal((O, xs[1], 3, 3)).astype(dtype)
@@ -505,7 +505,7 @@ def test_winograd_matches_reference(case, units, dtype, monkeypatch):
     ((1, 512, 13, 19), (512, 512, 3, 3), (1, 1), (1, 1), (1, 1), 1),   # 70 tiles of 512 channels
 ])
 def test_winograd_only_where_it_applies(x_shape, w_shape, stride, padding, dilation, groups):
-    assert not conv_module._CPU._is_winograd(x_shape, w_shape, stride, padding, dilation, groups, 4)
+    assert not conv_module._CPU._is_winograd(x_shape, w_shape, stride, padding, dilation, groups)
 
 
 def test_winograd_kernels_check_shapes():

@@ -284,7 +284,7 @@ class _CPU:
 
     @classmethod
     def forward(cls, x, w, b, stride, padding, dilation, groups):
-        if cls._is_winograd(x.shape, w.shape, stride, padding, dilation, groups, x.itemsize):
+        if cls._is_winograd(x.shape, w.shape, stride, padding, dilation, groups):
             return cls._winograd_forward(x, w, b, padding)
         N, C, H, W = x.shape
         O, Cg, kh, kw = w.shape
@@ -312,7 +312,7 @@ class _CPU:
 
     @classmethod
     def grad_input(cls, gy, w, x_shape, stride, padding, dilation, groups):
-        if cls._is_winograd(x_shape, w.shape, stride, padding, dilation, groups, gy.itemsize):
+        if cls._is_winograd(x_shape, w.shape, stride, padding, dilation, groups):
             # stride 1: dx is the correlation of dy (padded by 2 - p) with the kernel flipped in
             # space and transposed in its channels -- a forward convolution itself
             flipped = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
@@ -349,7 +349,7 @@ class _CPU:
     @classmethod
     def grad_weight(cls, gy, x, kernel_size, stride, padding, dilation, groups):
         if cls._is_winograd(x.shape, (gy.shape[1], x.shape[1]) + tuple(kernel_size), stride, padding, dilation,
-                            groups, x.itemsize):
+                            groups):
             return cls._winograd_grad_weight(gy, x, padding)
         N, C, H, W = x.shape
         O, Ho, Wo = gy.shape[1], gy.shape[2], gy.shape[3]
@@ -371,7 +371,7 @@ class _CPU:
 
     # ---- Winograd F(2x2, 3x3) ------------------------------------------------------------
     @classmethod
-    def _is_winograd(cls, x_shape, w_shape, stride, padding, dilation, groups, itemsize):
+    def _is_winograd(cls, x_shape, w_shape, stride, padding, dilation, groups):
         """3x3, stride 1, no dilation, one group, padding <= 2 (grad_input is then a forward
         with padding 2 - p), the kernels built, and enough tiles: at least a quarter of the
         channels. (The 16 GEMMs are (O x C) @ (C x tiles); with few tiles they are too thin:
