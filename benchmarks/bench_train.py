@@ -34,6 +34,7 @@ import itertools
 import math
 import os
 import pstats
+import sys
 import time
 
 import numpy as np
@@ -187,8 +188,9 @@ def trained_weights(cfg, train_set, work, iters):
     init.manual_seed(cfg.seed)
     model = build_model(cfg.replace(max_iter=iters))
     resume = os.path.isfile(path)
+    # the bar only where someone watches: redirected to a file, its redraws bury the results
     Trainer(model, train_set, cfg.replace(max_iter=iters), run_dir, checkpoint_every=100,
-            progress=True).train(resume=resume)
+            progress=sys.stderr.isatty()).train(resume=resume)
     return path
 
 
