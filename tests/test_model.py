@@ -160,7 +160,12 @@ def test_classroom_model_overfits_one_image():
     the third step on (float rounding), and the proposals, so the sampled RoIs, follow those
     bits. The factors asserted here are about 2/3 of the smallest seen over 8 sampler seeds (total 3.0x,
     classifier 3.2x, mask 6.4x, objectness 9.9x, IoU of each class's best box >= 0.51), and
-    lr 0.005 stays clear of the divergence seen at 0.01."""
+    lr 0.005 stays clear of the divergence seen at 0.01.
+
+    "Finds" is asked of the class's three highest-scoring detections, not of the first alone:
+    on an AVX-512 machine (OpenBLAS's SkylakeX kernels, 1 thread) the first two boxes of
+    class 1 came out nearly tied, scores 0.390 and 0.375, IoU 0.39 and 0.93 -- the object was
+    found, ranked second -- while 2 threads there ranked the 0.82-IoU box first."""
     nn.init.manual_seed(0)
     cfg = get_config("classroom_fpn", min_size=96, max_size=128, num_classes=3,
                      rpn_post_nms_top_n_train=64, box_batch_size_per_image=32)
@@ -196,8 +201,9 @@ def test_classroom_model_overfits_one_image():
     for label, gt_box in zip(target["labels"], target["boxes"]):
         mine = det["labels"] == label
         assert mine.any(), f"no detection of class {label}: {det['labels']}"
-        best = det["boxes"][mine][0]                       # the highest-scoring one of the class
-        assert mr.ops.box_iou(gt_box[None], best[None])[0, 0] > 0.4, (label, best, gt_box)
+        top = det["boxes"][mine][:3]                       # detections are sorted by score
+        ious = mr.ops.box_iou(gt_box[None], top)[0]
+        assert ious.max() > 0.5, (label, top, ious, gt_box)
 
 
 def test_gradients_reach_every_trainable_parameter():
