@@ -165,7 +165,9 @@ def test_classroom_model_overfits_one_image():
     "Finds" is asked of the class's three highest-scoring detections, not of the first alone:
     on an AVX-512 machine (OpenBLAS's SkylakeX kernels, 1 thread) the first two boxes of
     class 1 came out nearly tied, scores 0.390 and 0.375, IoU 0.39 and 0.93 -- the object was
-    found, ranked second -- while 2 threads there ranked the 0.82-IoU box first."""
+    found, ranked second -- while 2 threads there ranked the 0.82-IoU box first. Over sampler
+    seeds 0-7 on that machine the best IoU among the top three was >= 0.59 for both classes on
+    seven seeds; seed 3 found no box of class 2 at all (this test uses seed 0: 0.93 and 0.96)."""
     nn.init.manual_seed(0)
     cfg = get_config("classroom_fpn", min_size=96, max_size=128, num_classes=3,
                      rpn_post_nms_top_n_train=64, box_batch_size_per_image=32)
@@ -203,7 +205,7 @@ def test_classroom_model_overfits_one_image():
         assert mine.any(), f"no detection of class {label}: {det['labels']}"
         top = det["boxes"][mine][:3]                       # detections are sorted by score
         ious = mr.ops.box_iou(gt_box[None], top)[0]
-        assert ious.max() > 0.5, (label, top, ious, gt_box)
+        assert ious.max() > 0.4, (label, top, ious, gt_box)   # ~2/3 of the 0.59 above
 
 
 def test_gradients_reach_every_trainable_parameter():
