@@ -164,13 +164,25 @@ class _Reference:
 def _matmul_abt(a, b):
     """a @ b^T for stacks a (G, M, L), b (G, N, L) -> (G, M, N), L the long (pixel) axis.
 
-    Computed as (b @ a^T)^T when N > M: NumPy's OpenBLAS ran this product with the longer
-    side first 2-30x faster on a busy 2-core machine (e.g. 64x256 over 60800 pixels: 25 ms
-    against 0.8-1.5 s the other way round), and never slower.
+    Computed as (b @ a^T)^T when N > M and L is long: NumPy's OpenBLAS once ran this product
+    with the longer side first 2-30x faster on a busy 2-core machine (e.g. 64x256 over 60800
+    pixels: 25 ms against 0.8-1.5 s the other way round). The transposed result costs a
+    strided pass where it is added up, though, about as much as a GEMM over L = 250 pixels:
+    R-50's res5 3x3 at 13x19 (512x4608 over 247 pixels) spent 12 ms adding a 9 ms product.
+    Short products run as they are (on an idle machine both ways were within 10%).
     """
-    if b.shape[1] > a.shape[1]:
+    if b.shape[1] > a.shape[1] and a.shape[2] >= 4096:
         return (b @ a.transpose(0, 2, 1)).transpose(0, 2, 1)
     return a @ b.transpose(0, 2, 1)
+
+
+def _add_product(total, product):
+    """total + product, in place; the first product (total None) is the total itself (no
+    zeroed array and no pass to add it: a third of grad_weight for one 13x19 image)."""
+    if total is None:
+        return np.ascontiguousarray(product)
+    total += product
+    return total
 
 
 _scratch_store = threading.local()
@@ -321,7 +333,7 @@ class _CPU:
         _, Cg, kh, kw = w.shape
         G, Og, K = groups, O // groups, Cg * kh * kw
         C, H, W = x_shape[1:]
-        wt = np.ascontiguousarray(w.reshape(G, Og, K).transpose(0, 2, 1))   # (G, K, Og)
+        wt = w.reshape(G, Og, K).transpose(0, 2, 1)    # (G, K, Og), BLAS reads it transposed
         gy = gy.reshape(N, G, Og, Ho * Wo)
         units, ncols, nout = cls._units(N, Ho, Wo, G * K, G * Og, gy.itemsize)
         buf = _scratch(ncols + nout, gy.dtype)
@@ -357,7 +369,7 @@ class _CPU:
         Cg, Og = C // G, O // G
         K = Cg * kh * kw
         gy = gy.reshape(N, G, Og, Ho * Wo)
-        gw = np.zeros((G, Og, K), dtype=gy.dtype)
+        gw = None
         if not cls._is_pointwise(kh, kw, stride, padding):
             x = np.ascontiguousarray(x)
         units, ncols, nout = cls._units(N, Ho, Wo, G * K, G * Og, x.itemsize)
@@ -366,7 +378,9 @@ class _CPU:
             cols = cls._columns(x, n0, n1, h0, h1, Wo, buf[:ncols],
                                 (kh, kw, stride, padding, dilation)).reshape(G, K, -1)
             gyp = cls._pack(gy, n0, n1, h0 * Wo, h1 * Wo, buf[ncols:])    # (G, Og, nb*band)
-            gw += _matmul_abt(gyp, cols)        # the sum over images is inside the GEMM
+            gw = _add_product(gw, _matmul_abt(gyp, cols))   # the sum over images is inside the GEMM
+        if gw is None:                          # no images
+            gw = np.zeros((G, Og, K), dtype=gy.dtype)
         return gw.reshape(O, Cg, kh, kw)
 
     # ---- Winograd F(2x2, 3x3) ------------------------------------------------------------
@@ -438,14 +452,14 @@ class _CPU:
         x, gy = np.ascontiguousarray(x), np.ascontiguousarray(gy)
         units, most = cls._winograd_units(N, th, tw, 16 * (C + O), x.itemsize)
         buf = _scratch(16 * (C + O) * most, x.dtype)
-        gu = np.zeros((16, O, C), dtype=x.dtype)
+        gu = None
         for n0, n1, i0, i1 in units:
             T = (n1 - n0) * (i1 - i0) * tw
             V = buf[:16 * C * T].reshape(16, C, n1 - n0, i1 - i0, tw)
             kernels.input_tiles(x[n0:n1], V, *padding, i0)
             Wt = buf[16 * C * T:16 * (C + O) * T].reshape(16, O, n1 - n0, i1 - i0, tw)
             kernels.gradient_tiles(gy[n0:n1], Wt, i0)
-            gu += _matmul_abt(Wt.reshape(16, O, T), V.reshape(16, C, T))
+            gu = _add_product(gu, _matmul_abt(Wt.reshape(16, O, T), V.reshape(16, C, T)))
         return _winograd_weights_grad(gu)
 
 
