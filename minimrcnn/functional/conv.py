@@ -297,7 +297,7 @@ class _CPU:
     @classmethod
     def forward(cls, x, w, b, stride, padding, dilation, groups):
         if cls._is_winograd(x.shape, w.shape, stride, padding, dilation, groups):
-            return cls._winograd_forward(x, w, b, padding)
+            return cls._winograd_forward(x, _winograd_weights(w), b, padding)
         N, C, H, W = x.shape
         O, Cg, kh, kw = w.shape
         G, Og, K = groups, O // groups, Cg * kh * kw
@@ -327,8 +327,8 @@ class _CPU:
         if cls._is_winograd(x_shape, w.shape, stride, padding, dilation, groups):
             # stride 1: dx is the correlation of dy (padded by 2 - p) with the kernel flipped in
             # space and transposed in its channels -- a forward convolution itself
-            flipped = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
-            return cls._winograd_forward(gy, flipped, None, (2 - padding[0], 2 - padding[1]))
+            return cls._winograd_forward(gy, _winograd_weights(w, flipped=True), None,
+                                         (2 - padding[0], 2 - padding[1]))
         N, O, Ho, Wo = gy.shape
         _, Cg, kh, kw = w.shape
         G, Og, K = groups, O // groups, Cg * kh * kw
@@ -418,16 +418,16 @@ class _CPU:
         return [(n0, min(N, n0 + per), 0, th) for n0 in range(0, N, per)], per * tiles
 
     @classmethod
-    def _winograd_forward(cls, x, w, b, padding):
-        """y = conv(x, w) + b, 3x3, stride 1: per unit, V = B^T d B of every tile, M[xi] =
-        U[xi] @ V[xi] for the 16 tile positions xi, y = A^T M A (ext/winograd.pyx)."""
+    def _winograd_forward(cls, x, U, b, padding):
+        """y = conv(x, w) + b, 3x3, stride 1, from U = _winograd_weights(w) (16, O, C): per unit,
+        V = B^T d B of every tile, M[xi] = U[xi] @ V[xi] for the 16 tile positions xi,
+        y = A^T M A (ext/winograd.pyx)."""
         kernels = cpu_module("winograd")
         N, C, H, W = x.shape
-        O = w.shape[0]
+        O = U.shape[1]
         ph, pw = padding
         Ho, Wo = H + 2 * ph - 2, W + 2 * pw - 2
         th, tw = (Ho + 1) // 2, (Wo + 1) // 2
-        U = _winograd_weights(w)                                            # (16, O, C)
         x = np.ascontiguousarray(x)
         y = np.empty((N, O, Ho, Wo), dtype=x.dtype)
         bias = np.empty(0, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
@@ -470,10 +470,19 @@ _WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0
 _WINOGRAD_GG = {np.dtype(t): np.kron(_WINOGRAD_G, _WINOGRAD_G).astype(t) for t in (np.float32, np.float64)}
 
 
-def _winograd_weights(w):
-    """U (16, O, C): the 4x4 transform G w[o, c] G^T of every 3x3 filter, position-major."""
+def _winograd_weights(w, flipped=False):
+    """U (16, O, C): the 4x4 transform G w[o, c] G^T of every 3x3 filter, position-major, as one
+    (16, 9) @ (9, O*C) product (BLAS reads w transposed; a transposed copy of the product took
+    10x longer than the product itself at 256 channels).
+
+    flipped: U (16, C, O) of the filters flipped in space with their channels transposed,
+    w[o, c, ::-1, ::-1] at [c, o] (grad_input): the flip reverses the 9 taps, i.e. the columns
+    of G kron G, and the transposed channels are a view (BLAS reads each U[xi] transposed).
+    """
     O, C = w.shape[:2]
-    return np.ascontiguousarray((w.reshape(O * C, 9) @ _WINOGRAD_GG[w.dtype].T).T).reshape(16, O, C)
+    GG = _WINOGRAD_GG[w.dtype]
+    U = ((GG[:, ::-1] if flipped else GG) @ w.reshape(O * C, 9).T).reshape(16, O, C)
+    return U.transpose(0, 2, 1) if flipped else U
 
 
 def _winograd_weights_grad(gu):
