@@ -494,6 +494,26 @@ def test_winograd_matches_reference(case, units, dtype, monkeypatch):
     np.testing.assert_allclose(gw, ref.grad_weight(gy, x, (3, 3), *args), **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_flipped_weights_are_the_flipped_transposed_filters(dtype):
+    """grad_input's U folds the spatial flip into G kron G and the channel transpose into a
+    view: it equals the transform of w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] built by hand."""
+    w = np.random.default_rng(3).standard_normal((5, 3, 3, 3)).astype(dtype)
+    U = conv_module._winograd_weights(w, flipped=True)
+    assert U.shape == (16, 3, 5)
+    explicit = conv_module._winograd_weights(np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]))
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(U, explicit, **tol)
+
+
+@pytest.mark.parametrize("M, N, L", [(3, 7, 50), (7, 3, 50), (3, 7, 4096), (7, 3, 4096)])
+def test_matmul_abt_either_way_round(M, N, L):
+    """a @ b^T, whichever side BLAS multiplies first (the longer side first from 4096 pixels)."""
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((2, M, L)), rng.standard_normal((2, N, L))
+    np.testing.assert_allclose(conv_module._matmul_abt(a, b), np.einsum("gml,gnl->gmn", a, b), rtol=1e-12, atol=1e-10)
+
+
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation, groups", [
     ((1, 4, 8, 8), (4, 4, 3, 3), (2, 2), (1, 1), (1, 1), 1),     # stride 2
     ((1, 4, 8, 8), (4, 4, 3, 3), (1, 1), (3, 3), (1, 1), 1),     # padding 3: grad_input would need -1
